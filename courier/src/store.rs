@@ -1,0 +1,340 @@
+//! The embedded persistent store (redb): profiles, the decision ledger
+//! (idempotency on `trigger_id`), per-user history, the deferred queue and
+//! the send outbox. Every batch is one durable transaction.
+
+use crate::model::Profile;
+use crate::policy::History;
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
+const LEDGER: TableDefinition<&str, &[u8]> = TableDefinition::new("ledger");
+const LEDGER_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("ledger_expiry");
+const HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("history");
+const DEFERRED: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("deferred");
+const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+const PROFILE_OFFSETS: &str = "profiles_offsets";
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Db(String),
+    #[error("store: corrupt value: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Db(e.to_string()) }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// The state of a decided trigger in the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LedgerStatus {
+    Deferred = 1,
+    /// Decided to send; in the outbox.
+    Sending = 2,
+    Sent = 3,
+    Suppressed = 4,
+    HeldOut = 5,
+    Failed = 6,
+}
+
+impl LedgerStatus {
+    fn from_u8(b: u8) -> Option<Self> {
+        Some(match b {
+            1 => Self::Deferred,
+            2 => Self::Sending,
+            3 => Self::Sent,
+            4 => Self::Suppressed,
+            5 => Self::HeldOut,
+            6 => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// All writes of one batch, applied in one transaction.
+#[derive(Debug, Default)]
+pub struct WriteSet {
+    pub ledger: Vec<(String, LedgerStatus, i64)>,
+    pub history: HashMap<String, History>,
+    pub deferred_put: Vec<(i64, String, Vec<u8>)>,
+    pub deferred_del: Vec<(i64, String)>,
+    pub outbox_put: Vec<(String, Vec<u8>)>,
+    pub outbox_del: Vec<String>,
+}
+
+impl WriteSet {
+    pub fn is_empty(&self) -> bool {
+        self.ledger.is_empty()
+            && self.history.is_empty()
+            && self.deferred_put.is_empty()
+            && self.deferred_del.is_empty()
+            && self.outbox_put.is_empty()
+            && self.outbox_del.is_empty()
+    }
+}
+
+/// The store.
+pub struct Store {
+    db: Database,
+}
+
+/// A consistent read view.
+pub struct Reader {
+    ledger: redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    history: redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    profiles: redb::ReadOnlyTable<&'static str, &'static [u8]>,
+}
+
+impl Reader {
+    pub fn ledger(&self, trigger_id: &str) -> Result<Option<LedgerStatus>, StoreError> {
+        Ok(self
+            .ledger
+            .get(trigger_id)?
+            .and_then(|v| v.value().first().copied().and_then(LedgerStatus::from_u8)))
+    }
+    pub fn history(&self, user: &str) -> Result<History, StoreError> {
+        match self.history.get(user)? {
+            Some(v) => Ok(serde_json::from_slice(v.value())?),
+            None => Ok(History::default()),
+        }
+    }
+    pub fn profile(&self, user: &str) -> Result<Option<Profile>, StoreError> {
+        match self.profiles.get(user)? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn ledger_value(status: LedgerStatus, at: i64) -> [u8; 9] {
+    let mut v = [0u8; 9];
+    v[0] = status as u8;
+    v[1..].copy_from_slice(&at.to_be_bytes());
+    v
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| StoreError::Db(e.to_string()))?;
+            }
+        }
+        let db = Database::create(path)?;
+        let w = db.begin_write()?;
+        {
+            w.open_table(PROFILES)?;
+            w.open_table(LEDGER)?;
+            w.open_table(LEDGER_EXPIRY)?;
+            w.open_table(HISTORY)?;
+            w.open_table(DEFERRED)?;
+            w.open_table(OUTBOX)?;
+            w.open_table(META)?;
+        }
+        w.commit()?;
+        Ok(Store { db })
+    }
+
+    pub fn reader(&self) -> Result<Reader, StoreError> {
+        let r = self.db.begin_read()?;
+        Ok(Reader {
+            ledger: r.open_table(LEDGER)?,
+            history: r.open_table(HISTORY)?,
+            profiles: r.open_table(PROFILES)?,
+        })
+    }
+
+    /// Applies one batch durably.
+    pub fn commit(&self, ws: &WriteSet) -> Result<(), StoreError> {
+        if ws.is_empty() {
+            return Ok(());
+        }
+        let w = self.db.begin_write()?;
+        {
+            let mut ledger = w.open_table(LEDGER)?;
+            let mut exp = w.open_table(LEDGER_EXPIRY)?;
+            for (id, st, at) in &ws.ledger {
+                ledger.insert(id.as_str(), ledger_value(*st, *at).as_slice())?;
+                exp.insert((*at as u64, id.as_str()), ())?;
+            }
+            let mut hist = w.open_table(HISTORY)?;
+            for (user, h) in &ws.history {
+                if h.0.is_empty() {
+                    hist.remove(user.as_str())?;
+                } else {
+                    hist.insert(user.as_str(), serde_json::to_vec(h)?.as_slice())?;
+                }
+            }
+            let mut def = w.open_table(DEFERRED)?;
+            for (until, id) in &ws.deferred_del {
+                def.remove((*until as u64, id.as_str()))?;
+            }
+            for (until, id, v) in &ws.deferred_put {
+                def.insert((*until as u64, id.as_str()), v.as_slice())?;
+            }
+            let mut out = w.open_table(OUTBOX)?;
+            for id in &ws.outbox_del {
+                out.remove(id.as_str())?;
+            }
+            for (id, v) in &ws.outbox_put {
+                out.insert(id.as_str(), v.as_slice())?;
+            }
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// Deferred entries due at or before `now`, oldest first.
+    pub fn due_deferred<T: DeserializeOwned>(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String, T)>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(DEFERRED)?;
+        let mut out = Vec::new();
+        for row in t.range::<(u64, &str)>(..(now.max(0) as u64 + 1, ""))? {
+            let (k, v) = row?;
+            let (until, id) = k.value();
+            out.push((until as i64, id.to_string(), serde_json::from_slice(v.value())?));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn deferred_len(&self) -> Result<u64, StoreError> {
+        let r = self.db.begin_read()?;
+        Ok(r.open_table(DEFERRED)?.len()?)
+    }
+
+    pub fn outbox_len(&self) -> Result<u64, StoreError> {
+        let r = self.db.begin_read()?;
+        Ok(r.open_table(OUTBOX)?.len()?)
+    }
+
+    /// Every outbox entry (sends decided but not known to be done).
+    pub fn outbox<T: DeserializeOwned>(&self) -> Result<Vec<T>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Applies profile upserts (Some) and erasures (None) together with the
+    /// consumed offsets of the `profiles` topic.
+    pub fn apply_profiles(
+        &self,
+        updates: &[(String, Option<Vec<u8>>)],
+        offsets: &BTreeMap<i32, i64>,
+    ) -> Result<(), StoreError> {
+        let w = self.db.begin_write()?;
+        {
+            let mut p = w.open_table(PROFILES)?;
+            for (user, v) in updates {
+                match v {
+                    Some(v) => {
+                        p.insert(user.as_str(), v.as_slice())?;
+                    }
+                    None => {
+                        p.remove(user.as_str())?;
+                    }
+                }
+            }
+            let mut m = w.open_table(META)?;
+            m.insert(PROFILE_OFFSETS, serde_json::to_vec(offsets)?.as_slice())?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// Next offsets to read per partition of `profiles`; None when the
+    /// profile store was never built.
+    pub fn profile_offsets(&self) -> Result<Option<BTreeMap<i32, i64>>, StoreError> {
+        let r = self.db.begin_read()?;
+        let m = r.open_table(META)?;
+        match m.get(PROFILE_OFFSETS)? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn profile(&self, user: &str) -> Result<Option<Profile>, StoreError> {
+        self.reader()?.profile(user)
+    }
+
+    /// Writes a profile directly (benchmark and tests).
+    pub fn put_profiles(&self, profiles: &[Profile]) -> Result<(), StoreError> {
+        let w = self.db.begin_write()?;
+        {
+            let mut p = w.open_table(PROFILES)?;
+            for pr in profiles {
+                p.insert(pr.user_id.as_str(), serialize(pr)?.as_slice())?;
+            }
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// Forgets ledger entries decided before `cutoff` (bounded work per
+    /// call). Returns how many were removed.
+    pub fn prune_ledger(&self, cutoff: i64, max: usize) -> Result<usize, StoreError> {
+        let w = self.db.begin_write()?;
+        let mut n = 0;
+        {
+            let mut exp = w.open_table(LEDGER_EXPIRY)?;
+            let mut ledger = w.open_table(LEDGER)?;
+            let mut keys = Vec::new();
+            for row in exp.range::<(u64, &str)>(..(cutoff.max(0) as u64, ""))? {
+                let (k, _) = row?;
+                let (at, id) = k.value();
+                keys.push((at, id.to_string()));
+                if keys.len() >= max {
+                    break;
+                }
+            }
+            for (at, id) in keys {
+                exp.remove((at, id.as_str()))?;
+                let current = ledger
+                    .get(id.as_str())?
+                    .map(|v| i64::from_be_bytes(v.value()[1..9].try_into().unwrap_or([0; 8])));
+                if current == Some(at as i64) {
+                    ledger.remove(id.as_str())?;
+                    n += 1;
+                }
+            }
+        }
+        w.commit()?;
+        Ok(n)
+    }
+}
+
+pub fn serialize<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    Ok(serde_json::to_vec(v)?)
+}

@@ -1,0 +1,71 @@
+//! Tripwire's dataflow logic, free of any transport: Kafka, files and
+//! runtimes live in the binary. Given a collection of decoded input records
+//! at event time, [`build`] maintains each user's state with differential
+//! dataflow and returns the trigger records, each emitted once its time is
+//! complete.
+//!
+//! Layout, after differential-dataflow's own `algorithms/`:
+//! * [`model`]: the typed records;
+//! * [`state`]: the maintained collections (identities, carts, wishlists,
+//!   activity, views, opt-outs, language and timezone);
+//! * [`kinds`]: one function per trigger kind, collections in, candidates out;
+//! * [`operators`]: timers, retention windows, de-duplication, the
+//!   latest-value operator for prices and stock, and the once-per-id emitter.
+
+pub mod campaign;
+pub mod kinds;
+pub mod model;
+pub mod operators;
+pub mod state;
+
+use timely::dataflow::Stream;
+
+use campaign::{Campaign, Kind, Retention};
+use model::{Input, Time, Trigger};
+use operators::{dedup_events, fire_once, left_join, product_changes, Coll, ProductMsg};
+
+/// Builds the whole job on `records` (every input topic, each record at its
+/// event time) for `campaigns`. Returns the trigger records, each at its
+/// firing time `τ`, emitted once the frontier has passed `τ`.
+pub fn build<'s>(records: Coll<'s, Input>, campaigns: &[Campaign], retention: &Retention) -> Stream<'s, Time, Vec<Trigger>> {
+    let tracking = records.clone().flat_map(|r| match r {
+        Input::Tracking(e) => Some(e),
+        _ => None,
+    });
+    let events = dedup_events(tracking.inner, retention.dedup_ms);
+    let events = state::retain_events(events, retention);
+    let resolved = state::resolve_users(events);
+
+    let product_msgs = records.flat_map(|r| match r {
+        Input::Price(p) => Some(ProductMsg::Price(p)),
+        Input::Stock(s) => Some(ProductMsg::Stock(s)),
+        _ => None,
+    });
+    let changes = product_changes(product_msgs);
+
+    let cart_ops = state::cart_ops(resolved.clone());
+    let cart = state::list_contents(cart_ops.clone(), "Cart");
+    let wishlist = state::list_contents(state::wishlist_ops(resolved.clone()), "Wishlist");
+    let activity = state::activity(resolved.clone());
+    let orders_by_product = state::orders_by_product(resolved.clone());
+
+    let mut candidates = Vec::new();
+    for c in campaigns {
+        let name = c.name.as_str();
+        let found = match &c.kind {
+            Kind::AbandonedCart(p) => kinds::abandoned_cart(name, p, cart_ops.clone()),
+            Kind::AbandonedBrowse(p) => kinds::abandoned_browse(name, p, activity.clone()),
+            Kind::PriceDrop(p) => {
+                let views = state::views_by_product(resolved.clone(), p.view_window_ms, &format!("{name}: views in window"));
+                kinds::price_drop(name, p, changes.clone(), cart.clone(), wishlist.clone(), views, orders_by_product.clone())
+            }
+            Kind::BackInStock(_) => kinds::back_in_stock(name, changes.clone(), cart.clone(), wishlist.clone()),
+        };
+        candidates.push(found);
+    }
+    let candidates = differential_dataflow::collection::concatenate(resolved.scope(), candidates);
+    let allowed = candidates.antijoin(state::opted_out(resolved.clone()));
+    let ready = left_join(allowed, state::user_context(resolved), (None, None))
+        .map(|(u, (cand, (language, timezone)))| (u, (cand, language, timezone)));
+    fire_once(ready, retention.fired_ms)
+}

@@ -1,0 +1,309 @@
+//! Typed records that flow through the dataflow.
+//!
+//! These are the decoded forms of the payloads in `wire.md`. They are owned,
+//! totally ordered and serde-serialisable, as timely's exchange and
+//! differential's arrangements require. Decoding from bytes lives in the
+//! binary's codec; this crate never sees JSON text on the input side.
+
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+use std::hash::{Hash, Hasher};
+
+/// Event time and timely time: integer milliseconds since the Unix epoch.
+pub type Time = u64;
+
+/// A price, kept as the `f64` the producer sent, totally ordered by
+/// `f64::total_cmp` so that it can live inside arrangements.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Money(pub f64);
+
+impl PartialEq for Money {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+impl Eq for Money {}
+impl PartialOrd for Money {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Money {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+impl Hash for Money {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state)
+    }
+}
+
+/// A consent channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Push,
+    Email,
+    Sms,
+}
+
+/// One item of an `order_placed`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct OrderItem {
+    pub product_id: String,
+    pub quantity: u64,
+    pub price: Option<Money>,
+    pub seller_id: Option<String>,
+}
+
+/// The type-specific part of a tracking event.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Body {
+    Identify {
+        language: Option<String>,
+        timezone: Option<String>,
+    },
+    CartAdd {
+        product_id: String,
+        quantity: u64,
+        price: Option<Money>,
+    },
+    WishlistAdd {
+        product_id: String,
+    },
+    ProductView {
+        product_id: String,
+        category_id: Option<String>,
+        price: Option<Money>,
+    },
+    CategoryView {
+        category_id: String,
+    },
+    Search {
+        query: String,
+        result_count: Option<u64>,
+    },
+    CartRemove {
+        product_id: String,
+    },
+    WishlistRemove {
+        product_id: String,
+    },
+    OrderPlaced {
+        order_id: String,
+        items: Vec<OrderItem>,
+        payment: Option<String>,
+    },
+    OrderDelivered {
+        order_id: String,
+    },
+    OrderCancelled {
+        order_id: String,
+        reason: Option<String>,
+    },
+    ReviewSubmitted {
+        order_id: Option<String>,
+        product_id: Option<String>,
+        seller_id: Option<String>,
+    },
+    AppOpen,
+    Consent {
+        channel: Channel,
+        granted: bool,
+    },
+    Forget,
+    /// A type this version does not know: activity, otherwise ignored.
+    Other {
+        type_name: String,
+    },
+}
+
+impl Body {
+    /// Rank of the event among events of one user at the same `ts`
+    /// (triggers.md, *Time*, "Ties"): lower is applied first.
+    pub fn tie_rank(&self) -> u8 {
+        match self {
+            Body::Identify { .. } => 0,
+            Body::CartAdd { .. } => 1,
+            Body::WishlistAdd { .. } => 2,
+            Body::ProductView { .. } | Body::CategoryView { .. } | Body::Search { .. } => 3,
+            Body::CartRemove { .. } => 4,
+            Body::WishlistRemove { .. } => 5,
+            Body::OrderPlaced { .. } => 6,
+            _ => 7,
+        }
+    }
+
+    /// Activity is any tracking event except `identify`, `consent`, `forget`.
+    pub fn is_activity(&self) -> bool {
+        !matches!(
+            self,
+            Body::Identify { .. } | Body::Consent { .. } | Body::Forget
+        )
+    }
+
+    /// The wire name of the event type.
+    pub fn type_name(&self) -> &str {
+        match self {
+            Body::Identify { .. } => "identify",
+            Body::CartAdd { .. } => "cart_add",
+            Body::WishlistAdd { .. } => "wishlist_add",
+            Body::ProductView { .. } => "product_view",
+            Body::CategoryView { .. } => "category_view",
+            Body::Search { .. } => "search",
+            Body::CartRemove { .. } => "cart_remove",
+            Body::WishlistRemove { .. } => "wishlist_remove",
+            Body::OrderPlaced { .. } => "order_placed",
+            Body::OrderDelivered { .. } => "order_delivered",
+            Body::OrderCancelled { .. } => "order_cancelled",
+            Body::ReviewSubmitted { .. } => "review_submitted",
+            Body::AppOpen => "app_open",
+            Body::Consent { .. } => "consent",
+            Body::Forget => "forget",
+            Body::Other { type_name } => type_name,
+        }
+    }
+}
+
+/// One decoded `tracking` message.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Event {
+    pub ts: Time,
+    pub event_id: String,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    /// `context.language`, or `traits.language` of an `identify`.
+    pub language: Option<String>,
+    /// `context.timezone`, or `traits.timezone` of an `identify`.
+    pub timezone: Option<String>,
+    pub body: Body,
+}
+
+/// The position of an event in the per-user application order:
+/// `ts`, then the tie rank, then `event_id` (a deterministic last resort).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Seq {
+    pub ts: Time,
+    pub rank: u8,
+    pub event_id: String,
+}
+
+impl Event {
+    /// This event's place in the application order.
+    pub fn seq(&self) -> Seq {
+        Seq {
+            ts: self.ts,
+            rank: self.body.tie_rank(),
+            event_id: self.event_id.clone(),
+        }
+    }
+}
+
+/// One decoded `prices` message.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PriceMsg {
+    pub product_id: String,
+    pub ts: Time,
+    pub price: Money,
+    pub currency: Option<String>,
+}
+
+/// One decoded `stock` message.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StockMsg {
+    pub product_id: String,
+    pub ts: Time,
+    pub quantity: u64,
+}
+
+/// One decoded `catalog` message.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CatalogMsg {
+    pub product_id: String,
+    pub category_id: String,
+    pub ts: Time,
+    pub seller_id: Option<String>,
+    pub group_id: Option<String>,
+    pub title: Option<String>,
+    pub url: Option<String>,
+    pub image_url: Option<String>,
+    pub deleted: bool,
+}
+
+/// Any decoded input record, tagged by topic.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Input {
+    Tracking(Event),
+    Price(PriceMsg),
+    Stock(StockMsg),
+    Catalog(CatalogMsg),
+}
+
+impl Input {
+    /// The record's event time.
+    pub fn ts(&self) -> Time {
+        match self {
+            Input::Tracking(e) => e.ts,
+            Input::Price(p) => p.ts,
+            Input::Stock(s) => s.ts,
+            Input::Catalog(c) => c.ts,
+        }
+    }
+}
+
+/// One product in a trigger record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Item {
+    pub product_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price: Option<Money>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_price: Option<Money>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+}
+
+impl Item {
+    /// An item that names only its product.
+    pub fn product(product_id: impl Into<String>) -> Self {
+        Item {
+            product_id: product_id.into(),
+            ..Item::default()
+        }
+    }
+}
+
+/// One record of the `triggers` topic (wire.md, "Output topic").
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Trigger {
+    pub trigger_id: String,
+    pub campaign: String,
+    pub kind: String,
+    pub user_id: String,
+    pub ts: Time,
+    pub items: Vec<Item>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reminder: Option<bool>,
+}

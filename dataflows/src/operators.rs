@@ -1,0 +1,402 @@
+//! Small timely operators the trigger functions are built from.
+//!
+//! * [`hold_future`]: keeps updates whose time lies beyond the input frontier
+//!   out of downstream batchers until the frontier reaches them (the 7x
+//!   performance trap of `dataflow-notes.md`; Materialize's
+//!   `TemporalBucketing`).
+//! * [`shift_to`] and [`with_expiry`]: express timers and retention windows
+//!   in the data, as insertions at due times and retractions at expiry.
+//! * [`dedup_events`]: applies a repeated `event_id` once.
+//! * [`product_changes`]: the latest price and stock of each product,
+//!   applied in event-time order, with the value each message replaced.
+//! * [`fire_once`]: turns a collection of trigger candidates into trigger
+//!   records, once per `trigger_id`, at the time each first appears.
+
+use std::collections::{BTreeMap, HashMap};
+
+use differential_dataflow::consolidation::consolidate_updates;
+use differential_dataflow::difference::Semigroup;
+use differential_dataflow::{AsCollection, Data, ExchangeData, Hashable, VecCollection};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::Stream;
+
+use crate::model::{Event, Money, PriceMsg, StockMsg, Time, Trigger};
+
+/// A collection at millisecond event time with integer multiplicities.
+pub type Coll<'s, D> = VecCollection<'s, Time, D, isize>;
+
+/// The least time of a frontier, `None` when the frontier is empty (input closed).
+fn frontier_time(frontier: &timely::progress::frontier::MutableAntichain<Time>) -> Option<Time> {
+    frontier.frontier().iter().next().copied()
+}
+
+/// Holds updates whose time is beyond the input frontier, releasing each
+/// group once the frontier reaches its time. Output equals input.
+pub fn hold_future<'s, D, R>(coll: VecCollection<'s, Time, D, R>, name: &str) -> VecCollection<'s, Time, D, R>
+where
+    D: Data,
+    R: Semigroup + Clone + 'static,
+{
+    coll.inner
+        .unary_frontier(Pipeline, name, |_cap, _info| {
+            let mut pending: BTreeMap<Time, Vec<(D, Time, R)>> = BTreeMap::new();
+            let mut held: Option<Capability<Time>> = None;
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    let Some(&least) = cap.least() else { return };
+                    let mut min_new = Time::MAX;
+                    for (d, t, r) in data.drain(..) {
+                        let t = t.max(least);
+                        min_new = min_new.min(t);
+                        pending.entry(t).or_default().push((d, t, r));
+                    }
+                    if min_new != Time::MAX && held.as_ref().is_none_or(|h| *h.time() > min_new) {
+                        held = Some(cap.delayed(&min_new, 0));
+                    }
+                });
+                let f = frontier_time(frontier);
+                while let Some(entry) = pending.first_entry() {
+                    let t = *entry.key();
+                    if f.is_some_and(|f| t > f) {
+                        break;
+                    }
+                    let batch = entry.remove();
+                    let cap = held.as_ref().expect("a held capability covers pending data").delayed(&t);
+                    output.session(&cap).give_iterator(batch.into_iter());
+                }
+                match pending.keys().next() {
+                    Some(&t) => {
+                        if let Some(h) = held.as_mut() {
+                            h.downgrade(&t)
+                        }
+                    }
+                    None => held = None,
+                }
+            }
+        })
+        .as_collection()
+}
+
+/// Moves each update of `coll` to the later of its time and `due(data)`:
+/// a timer "due at T" is the fact inserted at `T`.
+pub fn shift_to<'s, D, F>(coll: Coll<'s, D>, name: &str, due: F) -> Coll<'s, D>
+where
+    D: Data,
+    F: Fn(&D) -> Time + 'static,
+{
+    let shifted = coll
+        .inner
+        .map(move |(d, t, r)| {
+            let at = t.max(due(&d));
+            (d, at, r)
+        })
+        .as_collection();
+    hold_future(shifted, name)
+}
+
+/// Inserts each record at its time and retracts it at `expiry(data)` (never,
+/// for `None`): how a windowed collection forgets, so that arrangements
+/// compact instead of growing forever.
+pub fn with_expiry<'s, D, F>(coll: Coll<'s, D>, name: &str, expiry: F) -> Coll<'s, D>
+where
+    D: Data,
+    F: Fn(&D) -> Option<Time> + 'static,
+{
+    let expiring = coll
+        .inner
+        .flat_map(move |(d, t, r)| {
+            let end = expiry(&d).map(|e| (d.clone(), t.max(e), -r));
+            std::iter::once((d, t, r)).chain(end)
+        })
+        .as_collection();
+    hold_future(expiring, name)
+}
+
+/// Applies each `event_id` once: of several events with one id, the one at
+/// the least time (then the least event) is kept. Ids are remembered for
+/// `window_ms` after their event's `ts`.
+pub fn dedup_events<'s>(events: Stream<'s, Time, Vec<(Event, Time, isize)>>, window_ms: Time) -> Coll<'s, Event> {
+    events
+        .unary_frontier(
+            Exchange::new(|u: &(Event, Time, isize)| u.0.event_id.hashed()),
+            "DedupEventId",
+            move |_cap, _info| {
+                let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Event>)> = BTreeMap::new();
+                let mut seen: HashMap<String, Time> = HashMap::new();
+                let mut expiries: BTreeMap<Time, Vec<String>> = BTreeMap::new();
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data| {
+                        let Some(&least) = cap.least() else { return };
+                        for (e, t, r) in data.drain(..) {
+                            let t = t.max(least);
+                            if r <= 0 {
+                                continue;
+                            }
+                            pending
+                                .entry(t)
+                                .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
+                                .1
+                                .push(e);
+                        }
+                    });
+                    let f = frontier_time(frontier);
+                    while let Some(entry) = pending.first_entry() {
+                        let t = *entry.key();
+                        if f.is_some_and(|f| t >= f) {
+                            break;
+                        }
+                        let (cap, mut batch) = entry.remove();
+                        batch.sort();
+                        let mut session = output.session(&cap);
+                        for e in batch {
+                            if seen.contains_key(&e.event_id) {
+                                continue;
+                            }
+                            let until = e.ts.saturating_add(window_ms).max(t);
+                            seen.insert(e.event_id.clone(), until);
+                            expiries.entry(until).or_default().push(e.event_id.clone());
+                            session.give((e, t, 1isize));
+                        }
+                    }
+                    // Forget ids whose window has passed.
+                    let horizon = f.unwrap_or(Time::MAX);
+                    while let Some(entry) = expiries.first_entry() {
+                        if *entry.key() >= horizon {
+                            break;
+                        }
+                        for id in entry.remove() {
+                            if seen.get(&id).is_some_and(|&u| u < horizon) {
+                                seen.remove(&id);
+                            }
+                        }
+                    }
+                }
+            },
+        )
+        .as_collection()
+}
+
+/// A change of a product's price or stock, with the value it replaced.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub enum ProductChange {
+    /// A `prices` message: `old` is `None` for the first price of a product.
+    Price { ts: Time, old: Option<Money>, new: Money },
+    /// A `stock` message: `old` is `None` for the first stock of a product;
+    /// `price` is the product's price at that time, when known.
+    Stock { ts: Time, old: Option<u64>, new: u64, price: Option<Money> },
+}
+
+/// Price or stock message, in one stream keyed by product.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub enum ProductMsg {
+    Price(PriceMsg),
+    Stock(StockMsg),
+}
+
+impl ProductMsg {
+    fn product_id(&self) -> &str {
+        match self {
+            ProductMsg::Price(p) => &p.product_id,
+            ProductMsg::Stock(s) => &s.product_id,
+        }
+    }
+    fn ts(&self) -> Time {
+        match self {
+            ProductMsg::Price(p) => p.ts,
+            ProductMsg::Stock(s) => s.ts,
+        }
+    }
+}
+
+/// The latest price and stock of every product, applied in event-time
+/// order. Returns the stream of changes as a collection of *transient*
+/// facts `(product, change)`, each present during `[t, t + 1)` only: joined
+/// with user state, it sees exactly the state known at `t`. A message older
+/// than the product's latest one (late, live only) updates nothing.
+pub fn product_changes<'s>(msgs: Coll<'s, ProductMsg>) -> Coll<'s, (String, ProductChange)> {
+    let changes = msgs
+        .inner
+        .unary_frontier(
+            Exchange::new(|u: &(ProductMsg, Time, isize)| u.0.product_id().hashed()),
+            "ProductLatest",
+            |_cap, _info| {
+                let mut pending: BTreeMap<Time, (Capability<Time>, Vec<ProductMsg>)> = BTreeMap::new();
+                // product -> (ts of latest price, price), (ts of latest stock, quantity)
+                let mut prices: HashMap<String, (Time, Money)> = HashMap::new();
+                let mut stock: HashMap<String, (Time, u64)> = HashMap::new();
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data| {
+                        let Some(&least) = cap.least() else { return };
+                        for (m, t, r) in data.drain(..) {
+                            let t = t.max(least);
+                            if r <= 0 {
+                                continue;
+                            }
+                            pending
+                                .entry(t)
+                                .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
+                                .1
+                                .push(m);
+                        }
+                    });
+                    let f = frontier_time(frontier);
+                    while let Some(entry) = pending.first_entry() {
+                        let t = *entry.key();
+                        if f.is_some_and(|f| t >= f) {
+                            break;
+                        }
+                        let (cap, mut batch) = entry.remove();
+                        // Prices before stock at one time, so that a restock sees the
+                        // price set at the same moment; then by product and value.
+                        batch.sort_by(|a, b| (a.ts(), a).cmp(&(b.ts(), b)));
+                        let mut session = output.session(&cap);
+                        for m in batch {
+                            match m {
+                                ProductMsg::Price(p) => {
+                                    let old = prices.get(&p.product_id).copied();
+                                    if old.is_some_and(|(ots, _)| ots > p.ts) {
+                                        continue;
+                                    }
+                                    prices.insert(p.product_id.clone(), (p.ts, p.price));
+                                    let change = ProductChange::Price { ts: p.ts, old: old.map(|o| o.1), new: p.price };
+                                    session.give(((p.product_id.clone(), change.clone()), t, 1isize));
+                                    session.give(((p.product_id, change), t + 1, -1isize));
+                                }
+                                ProductMsg::Stock(s) => {
+                                    let old = stock.get(&s.product_id).copied();
+                                    if old.is_some_and(|(ots, _)| ots > s.ts) {
+                                        continue;
+                                    }
+                                    stock.insert(s.product_id.clone(), (s.ts, s.quantity));
+                                    let price = prices.get(&s.product_id).map(|p| p.1);
+                                    let change = ProductChange::Stock {
+                                        ts: s.ts,
+                                        old: old.map(|o| o.1),
+                                        new: s.quantity,
+                                        price,
+                                    };
+                                    session.give(((s.product_id.clone(), change.clone()), t, 1isize));
+                                    session.give(((s.product_id, change), t + 1, -1isize));
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        )
+        .as_collection();
+    hold_future(changes, "ProductChangesExpire")
+}
+
+/// What a trigger function produces: everything of a trigger record except
+/// its time and the user's language and timezone, which are attached at
+/// emission.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Candidate {
+    pub trigger_id: String,
+    pub campaign: String,
+    pub kind: String,
+    pub items: Vec<crate::model::Item>,
+    pub query: Option<String>,
+    pub category_id: Option<String>,
+    pub order_id: Option<String>,
+    pub audience: Option<String>,
+    pub reminder: Option<bool>,
+}
+
+/// A candidate with the user's latest language and timezone, ready to fire.
+pub type Ready = (String, (Candidate, Option<String>, Option<String>));
+
+/// Emits a trigger record the first time each `trigger_id` appears in
+/// `ready`, at that time, once the frontier has passed it. Ids are
+/// remembered for `remember_ms` after firing, which bounds memory.
+pub fn fire_once<'s>(ready: Coll<'s, Ready>, remember_ms: Time) -> Stream<'s, Time, Vec<Trigger>> {
+    ready.inner.unary_frontier(
+        Exchange::new(|u: &(Ready, Time, isize)| (u.0).1 .0.trigger_id.hashed()),
+        "FireOnce",
+        move |_cap, _info| {
+            let mut pending: BTreeMap<Time, (Capability<Time>, Vec<(Ready, Time, isize)>)> = BTreeMap::new();
+            let mut fired: HashMap<String, Time> = HashMap::new();
+            let mut expiries: BTreeMap<Time, Vec<String>> = BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    let Some(&least) = cap.least() else { return };
+                    for (d, t, r) in data.drain(..) {
+                        let t = t.max(least);
+                        pending
+                            .entry(t)
+                            .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
+                            .1
+                            .push((d, t, r));
+                    }
+                });
+                let f = frontier_time(frontier);
+                while let Some(entry) = pending.first_entry() {
+                    let t = *entry.key();
+                    if f.is_some_and(|f| t >= f) {
+                        break;
+                    }
+                    let (cap, mut batch) = entry.remove();
+                    consolidate_updates(&mut batch);
+                    let mut session = output.session(&cap);
+                    for ((user, (cand, language, timezone)), _t, r) in batch {
+                        if r <= 0 || fired.contains_key(&cand.trigger_id) {
+                            continue;
+                        }
+                        let until = t.saturating_add(remember_ms);
+                        fired.insert(cand.trigger_id.clone(), until);
+                        expiries.entry(until).or_default().push(cand.trigger_id.clone());
+                        session.give(Trigger {
+                            trigger_id: cand.trigger_id,
+                            campaign: cand.campaign,
+                            kind: cand.kind,
+                            user_id: user,
+                            ts: t,
+                            items: cand.items,
+                            query: cand.query,
+                            category_id: cand.category_id,
+                            order_id: cand.order_id,
+                            language,
+                            timezone,
+                            audience: cand.audience,
+                            reminder: cand.reminder,
+                        });
+                    }
+                }
+                let horizon = f.unwrap_or(Time::MAX);
+                while let Some(entry) = expiries.first_entry() {
+                    if *entry.key() >= horizon {
+                        break;
+                    }
+                    for id in entry.remove() {
+                        if fired.get(&id).is_some_and(|&u| u < horizon) {
+                            fired.remove(&id);
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// `left` joined with the single value `right` holds per key, or `default`
+/// where `right` holds none.
+pub fn left_join<'s, K, V, W>(left: Coll<'s, (K, V)>, right: Coll<'s, (K, W)>, default: W) -> Coll<'s, (K, (V, W))>
+where
+    K: ExchangeData + Hashable,
+    V: ExchangeData,
+    W: ExchangeData,
+{
+    let matched = left.clone().join(right.clone());
+    let unmatched = left
+        .antijoin(right.map(|(k, _)| k).distinct())
+        .map(move |(k, v)| (k, (v, default.clone())));
+    matched.concat(unmatched)
+}
+
+/// Ensures `D: ExchangeData` bounds stay in one place for callers.
+pub trait Record: ExchangeData + Hashable {}
+impl<T: ExchangeData + Hashable> Record for T {}

@@ -1,0 +1,532 @@
+//! Format: bytes of the wire contract (wire.md) to typed records and back.
+//!
+//! Transport (Kafka, recording files) hands this module payload bytes and
+//! a topic; it returns a typed [`Input`] or a [`BadRecord`] saying why the
+//! payload breaks the contract. Unknown fields are ignored everywhere.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use thiserror::Error;
+
+use dataflows::model::{
+    Body, CatalogMsg, Channel, Event, Input, Money, OrderItem, PriceMsg, StockMsg, Trigger,
+};
+
+/// The input topics of the job, by role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    Tracking,
+    Prices,
+    Stock,
+    Catalog,
+}
+
+impl Topic {
+    /// Every input topic.
+    pub const ALL: [Topic; 4] = [Topic::Tracking, Topic::Prices, Topic::Stock, Topic::Catalog];
+
+    /// The topic's default name.
+    pub fn default_name(self) -> &'static str {
+        match self {
+            Topic::Tracking => "tracking",
+            Topic::Prices => "prices",
+            Topic::Stock => "stock",
+            Topic::Catalog => "catalog",
+        }
+    }
+}
+
+/// Why a record was rejected; the label is the `reason` of the bad-records metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BadReason {
+    /// Not UTF-8 or not JSON at all.
+    InvalidJson,
+    /// JSON, but not an object of the expected shape (a field of the wrong type).
+    InvalidPayload,
+    /// A required field is missing.
+    MissingField,
+    /// A field has a value the contract forbids (empty id, price <= 0, unknown enum value).
+    InvalidValue,
+    /// A recording line names a topic the job does not read.
+    UnknownTopic,
+}
+
+impl BadReason {
+    /// Stable label for metrics and the dead-letter topic.
+    pub fn label(self) -> &'static str {
+        match self {
+            BadReason::InvalidJson => "invalid_json",
+            BadReason::InvalidPayload => "invalid_payload",
+            BadReason::MissingField => "missing_field",
+            BadReason::InvalidValue => "invalid_value",
+            BadReason::UnknownTopic => "unknown_topic",
+        }
+    }
+}
+
+/// A payload that breaks the contract.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[error("{}: {detail}", reason.label())]
+pub struct BadRecord {
+    pub reason: BadReason,
+    pub detail: String,
+}
+
+fn bad(reason: BadReason, detail: impl Into<String>) -> BadRecord {
+    BadRecord {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+fn missing(field: &str) -> BadRecord {
+    bad(BadReason::MissingField, format!("missing field `{field}`"))
+}
+
+fn from_json_error(e: serde_json::Error) -> BadRecord {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data => bad(BadReason::InvalidPayload, e.to_string()),
+        _ => bad(BadReason::InvalidJson, e.to_string()),
+    }
+}
+
+/// Checks an identifier: a non-empty string of at most 256 bytes.
+fn ident(field: &str, v: Option<String>) -> Result<String, BadRecord> {
+    let v = v.ok_or_else(|| missing(field))?;
+    check_ident(field, &v)?;
+    Ok(v)
+}
+
+fn check_ident(field: &str, v: &str) -> Result<(), BadRecord> {
+    if v.is_empty() || v.len() > 256 {
+        return Err(bad(
+            BadReason::InvalidValue,
+            format!("`{field}` must be a non-empty string of at most 256 bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn opt_ident(field: &str, v: Option<String>) -> Result<Option<String>, BadRecord> {
+    if let Some(s) = &v {
+        check_ident(field, s)?;
+    }
+    Ok(v)
+}
+
+fn price(field: &str, v: Option<f64>) -> Result<Option<Money>, BadRecord> {
+    match v {
+        Some(p) if !(p > 0.0 && p.is_finite()) => Err(bad(
+            BadReason::InvalidValue,
+            format!("`{field}` must be a number > 0"),
+        )),
+        other => Ok(other.map(Money)),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct RawContext {
+    language: Option<String>,
+    timezone: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawItem {
+    product_id: Option<String>,
+    quantity: Option<u64>,
+    price: Option<f64>,
+    seller_id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawTraits {
+    language: Option<String>,
+    timezone: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawEvent {
+    event_id: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    ts: Option<u64>,
+    user_id: Option<String>,
+    anonymous_id: Option<String>,
+    context: Option<RawContext>,
+    product_id: Option<String>,
+    category_id: Option<String>,
+    price: Option<f64>,
+    query: Option<String>,
+    result_count: Option<u64>,
+    quantity: Option<u64>,
+    order_id: Option<String>,
+    items: Option<Vec<RawItem>>,
+    payment: Option<String>,
+    reason: Option<String>,
+    seller_id: Option<String>,
+    traits: Option<RawTraits>,
+    channel: Option<String>,
+    granted: Option<bool>,
+}
+
+fn one_of(field: &str, v: Option<String>, allowed: &[&str]) -> Result<Option<String>, BadRecord> {
+    match v {
+        Some(s) if !allowed.contains(&s.as_str()) => Err(bad(
+            BadReason::InvalidValue,
+            format!("`{field}` must be one of {allowed:?}"),
+        )),
+        other => Ok(other),
+    }
+}
+
+fn decode_event(payload: &[u8]) -> Result<Event, BadRecord> {
+    let r: RawEvent = serde_json::from_slice(payload).map_err(from_json_error)?;
+    let event_id = ident("event_id", r.event_id)?;
+    let kind = r.kind.ok_or_else(|| missing("type"))?;
+    let ts = r.ts.ok_or_else(|| missing("ts"))?;
+    let user_id = opt_ident("user_id", r.user_id)?;
+    let anonymous_id = opt_ident("anonymous_id", r.anonymous_id)?;
+    if user_id.is_none() && anonymous_id.is_none() {
+        return Err(missing("user_id` or `anonymous_id"));
+    }
+    let context = r.context.unwrap_or_default();
+    let mut language = context.language;
+    let mut timezone = context.timezone;
+    let product = |p: Option<String>| ident("product_id", p);
+    let body = match kind.as_str() {
+        "product_view" => Body::ProductView {
+            product_id: product(r.product_id)?,
+            category_id: opt_ident("category_id", r.category_id)?,
+            price: price("price", r.price)?,
+        },
+        "category_view" => Body::CategoryView {
+            category_id: ident("category_id", r.category_id)?,
+        },
+        "search" => Body::Search {
+            query: r.query.ok_or_else(|| missing("query"))?,
+            result_count: r.result_count,
+        },
+        "cart_add" => Body::CartAdd {
+            product_id: product(r.product_id)?,
+            quantity: r.quantity.unwrap_or(1),
+            price: price("price", r.price)?,
+        },
+        "cart_remove" => Body::CartRemove {
+            product_id: product(r.product_id)?,
+        },
+        "wishlist_add" => Body::WishlistAdd {
+            product_id: product(r.product_id)?,
+        },
+        "wishlist_remove" => Body::WishlistRemove {
+            product_id: product(r.product_id)?,
+        },
+        "order_placed" => {
+            let raw = r.items.ok_or_else(|| missing("items"))?;
+            if raw.is_empty() {
+                return Err(bad(BadReason::InvalidValue, "`items` must not be empty"));
+            }
+            let mut items = Vec::with_capacity(raw.len());
+            for i in raw {
+                items.push(OrderItem {
+                    product_id: ident("items[].product_id", i.product_id)?,
+                    quantity: i.quantity.unwrap_or(1),
+                    price: price("items[].price", i.price)?,
+                    seller_id: opt_ident("items[].seller_id", i.seller_id)?,
+                });
+            }
+            Body::OrderPlaced {
+                order_id: ident("order_id", r.order_id)?,
+                items,
+                payment: one_of("payment", r.payment, &["secure", "cash_on_delivery", "other"])?,
+            }
+        }
+        "order_delivered" => Body::OrderDelivered {
+            order_id: ident("order_id", r.order_id)?,
+        },
+        "order_cancelled" => Body::OrderCancelled {
+            order_id: ident("order_id", r.order_id)?,
+            reason: one_of("reason", r.reason, &["out_of_stock", "customer", "other"])?,
+        },
+        "review_submitted" => Body::ReviewSubmitted {
+            order_id: opt_ident("order_id", r.order_id)?,
+            product_id: opt_ident("product_id", r.product_id)?,
+            seller_id: opt_ident("seller_id", r.seller_id)?,
+        },
+        "app_open" => Body::AppOpen,
+        "identify" => {
+            if user_id.is_none() {
+                return Err(missing("user_id"));
+            }
+            if anonymous_id.is_none() {
+                return Err(missing("anonymous_id"));
+            }
+            let traits = r.traits.unwrap_or_default();
+            if traits.language.is_some() {
+                language = traits.language.clone();
+            }
+            if traits.timezone.is_some() {
+                timezone = traits.timezone.clone();
+            }
+            Body::Identify {
+                language: traits.language,
+                timezone: traits.timezone,
+            }
+        }
+        "consent" => {
+            let channel = match r.channel.as_deref() {
+                None => return Err(missing("channel")),
+                Some("push") => Channel::Push,
+                Some("email") => Channel::Email,
+                Some("sms") => Channel::Sms,
+                Some(_) => {
+                    return Err(bad(
+                        BadReason::InvalidValue,
+                        "`channel` must be one of push, email, sms",
+                    ))
+                }
+            };
+            Body::Consent {
+                channel,
+                granted: r.granted.ok_or_else(|| missing("granted"))?,
+            }
+        }
+        "forget" => Body::Forget,
+        other => {
+            if other.is_empty() {
+                return Err(bad(BadReason::InvalidValue, "`type` must not be empty"));
+            }
+            Body::Other {
+                type_name: other.to_string(),
+            }
+        }
+    };
+    Ok(Event {
+        ts,
+        event_id,
+        user_id,
+        anonymous_id,
+        language,
+        timezone,
+        body,
+    })
+}
+
+#[derive(Deserialize)]
+struct RawPrice {
+    product_id: Option<String>,
+    price: Option<f64>,
+    currency: Option<String>,
+    ts: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct RawStock {
+    product_id: Option<String>,
+    quantity: Option<u64>,
+    ts: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct RawCatalog {
+    product_id: Option<String>,
+    category_id: Option<String>,
+    seller_id: Option<String>,
+    group_id: Option<String>,
+    title: Option<String>,
+    url: Option<String>,
+    image_url: Option<String>,
+    ts: Option<u64>,
+    deleted: Option<bool>,
+}
+
+/// Decodes one payload of `topic`.
+pub fn decode(topic: Topic, payload: &[u8]) -> Result<Input, BadRecord> {
+    match topic {
+        Topic::Tracking => decode_event(payload).map(Input::Tracking),
+        Topic::Prices => {
+            let r: RawPrice = serde_json::from_slice(payload).map_err(from_json_error)?;
+            Ok(Input::Price(PriceMsg {
+                product_id: ident("product_id", r.product_id)?,
+                ts: r.ts.ok_or_else(|| missing("ts"))?,
+                price: price("price", r.price)?.ok_or_else(|| missing("price"))?,
+                currency: r.currency,
+            }))
+        }
+        Topic::Stock => {
+            let r: RawStock = serde_json::from_slice(payload).map_err(from_json_error)?;
+            Ok(Input::Stock(StockMsg {
+                product_id: ident("product_id", r.product_id)?,
+                ts: r.ts.ok_or_else(|| missing("ts"))?,
+                quantity: r.quantity.ok_or_else(|| missing("quantity"))?,
+            }))
+        }
+        Topic::Catalog => {
+            let r: RawCatalog = serde_json::from_slice(payload).map_err(from_json_error)?;
+            Ok(Input::Catalog(CatalogMsg {
+                product_id: ident("product_id", r.product_id)?,
+                category_id: ident("category_id", r.category_id)?,
+                ts: r.ts.ok_or_else(|| missing("ts"))?,
+                seller_id: opt_ident("seller_id", r.seller_id)?,
+                group_id: opt_ident("group_id", r.group_id)?,
+                title: r.title,
+                url: r.url,
+                image_url: r.image_url,
+                deleted: r.deleted.unwrap_or(false),
+            }))
+        }
+    }
+}
+
+/// Maps topic names to roles (the defaults, or the configured names).
+#[derive(Clone, Debug)]
+pub struct TopicNames {
+    pub tracking: String,
+    pub prices: String,
+    pub stock: String,
+    pub catalog: String,
+}
+
+impl Default for TopicNames {
+    fn default() -> Self {
+        TopicNames {
+            tracking: "tracking".into(),
+            prices: "prices".into(),
+            stock: "stock".into(),
+            catalog: "catalog".into(),
+        }
+    }
+}
+
+impl TopicNames {
+    /// The role of the topic called `name`.
+    pub fn role(&self, name: &str) -> Option<Topic> {
+        if name == self.tracking {
+            Some(Topic::Tracking)
+        } else if name == self.prices {
+            Some(Topic::Prices)
+        } else if name == self.stock {
+            Some(Topic::Stock)
+        } else if name == self.catalog {
+            Some(Topic::Catalog)
+        } else {
+            None
+        }
+    }
+
+    /// The configured name of `topic`.
+    pub fn name(&self, topic: Topic) -> &str {
+        match topic {
+            Topic::Tracking => &self.tracking,
+            Topic::Prices => &self.prices,
+            Topic::Stock => &self.stock,
+            Topic::Catalog => &self.catalog,
+        }
+    }
+}
+
+/// One line of a recording file, with its payload still as raw JSON.
+#[derive(Deserialize)]
+pub struct RecordedLine<'a> {
+    pub topic: String,
+    pub partition: Option<i32>,
+    pub offset: Option<i64>,
+    pub timestamp: Option<i64>,
+    pub key: Option<String>,
+    #[serde(borrow)]
+    pub value: &'a RawValue,
+}
+
+/// Decodes one line of a recording: the topic it came from and its record.
+pub fn decode_line(line: &str, topics: &TopicNames) -> Result<(Topic, Input), BadRecord> {
+    let rec: RecordedLine = serde_json::from_str(line).map_err(from_json_error)?;
+    let topic = topics
+        .role(&rec.topic)
+        .ok_or_else(|| bad(BadReason::UnknownTopic, format!("unknown topic `{}`", rec.topic)))?;
+    let input = decode(topic, rec.value.get().as_bytes())?;
+    Ok((topic, input))
+}
+
+/// Encodes a trigger record as its JSON payload.
+pub fn encode_trigger(t: &Trigger) -> Vec<u8> {
+    serde_json::to_vec(t).expect("trigger records always serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_every_event_type() {
+        let cases = [
+            r#"{"event_id":"1","type":"product_view","ts":5,"user_id":"u","product_id":"p","category_id":"c","price":2.5}"#,
+            r#"{"event_id":"1","type":"category_view","ts":5,"user_id":"u","category_id":"c"}"#,
+            r#"{"event_id":"1","type":"search","ts":5,"user_id":"u","query":"shoes"}"#,
+            r#"{"event_id":"1","type":"cart_add","ts":5,"anonymous_id":"a","product_id":"p"}"#,
+            r#"{"event_id":"1","type":"cart_remove","ts":5,"user_id":"u","product_id":"p"}"#,
+            r#"{"event_id":"1","type":"wishlist_add","ts":5,"user_id":"u","product_id":"p"}"#,
+            r#"{"event_id":"1","type":"wishlist_remove","ts":5,"user_id":"u","product_id":"p"}"#,
+            r#"{"event_id":"1","type":"order_placed","ts":5,"user_id":"u","order_id":"o","items":[{"product_id":"p"}],"payment":"secure"}"#,
+            r#"{"event_id":"1","type":"order_delivered","ts":5,"user_id":"u","order_id":"o"}"#,
+            r#"{"event_id":"1","type":"order_cancelled","ts":5,"user_id":"u","order_id":"o","reason":"out_of_stock"}"#,
+            r#"{"event_id":"1","type":"review_submitted","ts":5,"user_id":"u"}"#,
+            r#"{"event_id":"1","type":"app_open","ts":5,"user_id":"u","context":{"language":"az"}}"#,
+            r#"{"event_id":"1","type":"identify","ts":5,"user_id":"u","anonymous_id":"a","traits":{"language":"ru"}}"#,
+            r#"{"event_id":"1","type":"consent","ts":5,"user_id":"u","channel":"sms","granted":false}"#,
+            r#"{"event_id":"1","type":"forget","ts":5,"user_id":"u"}"#,
+            r#"{"event_id":"1","type":"brand_new_type","ts":5,"user_id":"u","whatever":[1,2]}"#,
+        ];
+        for c in cases {
+            decode(Topic::Tracking, c.as_bytes()).unwrap_or_else(|e| panic!("{c}: {e}"));
+        }
+    }
+
+    #[test]
+    fn cart_add_defaults_quantity_to_one() {
+        let e = decode(
+            Topic::Tracking,
+            br#"{"event_id":"1","type":"cart_add","ts":5,"user_id":"u","product_id":"p"}"#,
+        )
+        .unwrap();
+        match e {
+            Input::Tracking(Event {
+                body: Body::CartAdd { quantity, .. },
+                ..
+            }) => assert_eq!(quantity, 1),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_contract_breaches() {
+        let cases: [(Topic, &str, BadReason); 10] = [
+            (Topic::Tracking, "this is not json", BadReason::InvalidJson),
+            (Topic::Tracking, r#"{"type":"cart_add","ts":1}"#, BadReason::MissingField),
+            (Topic::Tracking, r#"{"event_id":"1","type":"cart_add","ts":1,"user_id":"u"}"#, BadReason::MissingField),
+            (Topic::Tracking, r#"{"event_id":"","type":"app_open","ts":1,"user_id":"u"}"#, BadReason::InvalidValue),
+            (Topic::Tracking, r#"{"event_id":"1","type":"app_open","ts":"1","user_id":"u"}"#, BadReason::InvalidPayload),
+            (Topic::Tracking, r#"{"event_id":"1","type":"order_placed","ts":1,"user_id":"u","order_id":"o","items":[]}"#, BadReason::InvalidValue),
+            (Topic::Tracking, r#"{"event_id":"1","type":"identify","ts":1,"user_id":"u"}"#, BadReason::MissingField),
+            (Topic::Prices, r#"{"product_id":"p12","price":-3,"ts":1}"#, BadReason::InvalidValue),
+            (Topic::Stock, r#"{"product_id":"p","quantity":-1,"ts":1}"#, BadReason::InvalidPayload),
+            (Topic::Catalog, r#"{"product_id":"p","ts":1}"#, BadReason::MissingField),
+        ];
+        for (topic, payload, reason) in cases {
+            let err = decode(topic, payload.as_bytes()).expect_err(payload);
+            assert_eq!(err.reason, reason, "{payload}: {err}");
+        }
+    }
+
+    #[test]
+    fn decodes_recording_lines() {
+        let names = TopicNames::default();
+        let (t, _) = decode_line(
+            r#"{"topic":"stock","key":"p","value":{"product_id":"p","quantity":0,"ts":3}}"#,
+            &names,
+        )
+        .unwrap();
+        assert_eq!(t, Topic::Stock);
+        let err = decode_line(r#"{"topic":"nope","value":{}}"#, &names).unwrap_err();
+        assert_eq!(err.reason, BadReason::UnknownTopic);
+    }
+}

@@ -1,0 +1,115 @@
+//! The worker runtime shared by replay and the live job: builds the
+//! dataflow on a timely worker and exposes an input that accepts records at
+//! any time not before the input frontier, a way to advance that frontier,
+//! and a probe that says which times are complete.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use dataflows::campaign::{Campaign, Retention};
+use dataflows::model::{Input, Time, Trigger};
+use differential_dataflow::AsCollection;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::core::{Probe, UnorderedInput};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::core::unordered_input::UnorderedHandle;
+use timely::dataflow::operators::ActivateCapability;
+use timely::dataflow::ProbeHandle;
+use timely::worker::Worker;
+
+type Update = (Input, Time, isize);
+type Handle = UnorderedHandle<Time, CapacityContainerBuilder<Vec<Update>>>;
+
+/// One worker's handle on the job's dataflow.
+pub struct Job {
+    handle: Handle,
+    cap: Option<ActivateCapability<Time>>,
+    probe: ProbeHandle<Time>,
+    staged: Vec<(Time, Input)>,
+}
+
+impl Job {
+    /// Builds the job's dataflow on `worker`; `sink` is called on this
+    /// worker for each trigger record once its time is complete.
+    pub fn build(
+        worker: &mut Worker,
+        campaigns: &[Campaign],
+        retention: &Retention,
+        sink: impl FnMut(Trigger) + 'static,
+    ) -> Job {
+        let sink = Rc::new(RefCell::new(sink));
+        let (handle, cap, probe) = worker.dataflow::<Time, _, _>(|scope| {
+            let ((handle, cap), stream) = scope.new_unordered_input::<CapacityContainerBuilder<Vec<Update>>>();
+            let triggers = dataflows::build(stream.as_collection(), campaigns, retention);
+            let sink = sink.clone();
+            let (probe, triggers) = triggers.probe();
+            triggers.sink(Pipeline, "TriggerSink", move |(input, _frontier)| {
+                input.for_each(|_cap, data| {
+                    let mut sink = sink.borrow_mut();
+                    for t in data.drain(..) {
+                        (sink)(t);
+                    }
+                });
+            });
+            (handle, cap, probe)
+        });
+        Job {
+            handle,
+            cap: Some(cap),
+            probe,
+            staged: Vec::new(),
+        }
+    }
+
+    /// The input frontier: records may be sent at this time or later.
+    pub fn frontier(&self) -> Option<Time> {
+        self.cap.as_ref().map(|c| *c.time())
+    }
+
+    /// Stages `input` at time `at`, which must not be before [`Job::frontier`].
+    pub fn send(&mut self, at: Time, input: Input) {
+        debug_assert!(self.frontier().is_some_and(|f| at >= f));
+        self.staged.push((at, input));
+    }
+
+    /// Hands staged records to the dataflow.
+    pub fn flush(&mut self) {
+        let Some(cap) = self.cap.as_ref() else { return };
+        if self.staged.is_empty() {
+            return;
+        }
+        self.staged.sort_unstable_by_key(|(t, _)| *t);
+        let mut act = self.handle.activate();
+        let mut staged = self.staged.drain(..).peekable();
+        while let Some((t, input)) = staged.next() {
+            let c = cap.delayed(&t);
+            let mut session = act.session(&c);
+            session.give((input, t, 1isize));
+            while let Some((_, input)) = staged.next_if(|(t2, _)| *t2 == t) {
+                session.give((input, t, 1isize));
+            }
+        }
+    }
+
+    /// Promises that no record will be sent before `t` (flushing first).
+    pub fn advance_to(&mut self, t: Time) {
+        self.flush();
+        if let Some(cap) = self.cap.as_mut() {
+            if t > *cap.time() {
+                cap.downgrade(&t);
+            }
+        }
+    }
+
+    /// Closes the input for good.
+    pub fn close(&mut self) {
+        self.flush();
+        self.cap = None;
+    }
+
+    /// Whether every time up to and including `t` is complete at the output.
+    pub fn done_through(&self, t: Time) -> bool {
+        !self.probe.less_equal(&t)
+    }
+}

@@ -1,0 +1,249 @@
+//! Telemetry as small event structs that log and bump a pre-registered
+//! metric together (after Vector's `internal_events`). Every metric is
+//! registered once, in [`Metrics`], so that dashboards see all series from
+//! the start; names follow `tripwire_<name>_<unit>_total`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::LazyLock;
+
+use prometheus::{Encoder, Gauge, IntCounterVec, Opts, Registry, TextEncoder};
+
+/// The job's metrics, registered once per process.
+pub struct Metrics {
+    pub registry: Registry,
+    /// Records read, by topic.
+    pub records_read: IntCounterVec,
+    /// Records rejected, by topic and reason.
+    pub bad_records: IntCounterVec,
+    /// Events older than the frontier, applied at the frontier, by topic.
+    pub late_events: IntCounterVec,
+    /// Trigger records emitted, by campaign and kind.
+    pub triggers_emitted: IntCounterVec,
+    /// Records written to the dead-letter topic, by source topic.
+    pub dead_letters: IntCounterVec,
+    /// How far the event-time frontier is behind wall-clock now, in seconds.
+    pub frontier_lag_seconds: Gauge,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry.register(Box::new(c.clone())).expect("metric registered once");
+    c
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let records_read = counter(
+            &registry,
+            "tripwire_input_records_total",
+            "Input records read, by topic.",
+            &["topic"],
+        );
+        let bad_records = counter(
+            &registry,
+            "tripwire_bad_records_total",
+            "Input records that break the wire contract, by topic and reason.",
+            &["topic", "reason"],
+        );
+        let late_events = counter(
+            &registry,
+            "tripwire_late_events_total",
+            "Input records older than the frontier, applied at the frontier, by topic.",
+            &["topic"],
+        );
+        let triggers_emitted = counter(
+            &registry,
+            "tripwire_triggers_emitted_total",
+            "Trigger records emitted, by campaign and kind.",
+            &["campaign", "kind"],
+        );
+        let dead_letters = counter(
+            &registry,
+            "tripwire_dead_letter_records_total",
+            "Records written to the dead-letter topic, by source topic.",
+            &["topic"],
+        );
+        let frontier_lag_seconds = Gauge::with_opts(Opts::new(
+            "tripwire_frontier_lag_seconds",
+            "Wall-clock now minus the job's event-time frontier, in seconds.",
+        ))
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(frontier_lag_seconds.clone()))
+            .expect("metric registered once");
+        Metrics {
+            registry,
+            records_read,
+            bad_records,
+            late_events,
+            triggers_emitted,
+            dead_letters,
+            frontier_lag_seconds,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("text exposition is UTF-8")
+    }
+}
+
+/// The process's metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// Input records were read from a topic.
+pub struct RecordsRead<'a> {
+    pub topic: &'a str,
+    pub count: u64,
+}
+
+impl RecordsRead<'_> {
+    pub fn emit(&self) {
+        METRICS
+            .records_read
+            .with_label_values(&[self.topic])
+            .inc_by(self.count);
+    }
+}
+
+/// A record broke the contract; `location` is `file:line` or `topic/partition@offset`.
+pub struct BadRecordSeen<'a> {
+    pub topic: &'a str,
+    pub reason: &'a str,
+    pub location: &'a str,
+    pub detail: &'a str,
+}
+
+impl BadRecordSeen<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            topic = self.topic,
+            reason = self.reason,
+            location = self.location,
+            detail = self.detail,
+            "bad record skipped"
+        );
+        METRICS
+            .bad_records
+            .with_label_values(&[self.topic, self.reason])
+            .inc();
+    }
+}
+
+/// A record older than the frontier was applied at the frontier.
+pub struct LateEvent<'a> {
+    pub topic: &'a str,
+    pub ts: u64,
+    pub frontier: u64,
+}
+
+impl LateEvent<'_> {
+    pub fn emit(&self) {
+        tracing::debug!(
+            topic = self.topic,
+            ts = self.ts,
+            frontier = self.frontier,
+            "late event applied at the frontier"
+        );
+        METRICS.late_events.with_label_values(&[self.topic]).inc();
+    }
+}
+
+/// A trigger record left the job.
+pub struct TriggerEmitted<'a> {
+    pub campaign: &'a str,
+    pub kind: &'a str,
+}
+
+impl TriggerEmitted<'_> {
+    pub fn emit(&self) {
+        METRICS
+            .triggers_emitted
+            .with_label_values(&[self.campaign, self.kind])
+            .inc();
+    }
+}
+
+/// A bad record was written to the dead-letter topic.
+pub struct DeadLettered<'a> {
+    pub topic: &'a str,
+}
+
+impl DeadLettered<'_> {
+    pub fn emit(&self) {
+        METRICS.dead_letters.with_label_values(&[self.topic]).inc();
+    }
+}
+
+/// The frontier moved; records its lag behind wall-clock.
+pub struct FrontierAdvanced {
+    pub frontier_ms: u64,
+    pub now_ms: u64,
+}
+
+impl FrontierAdvanced {
+    pub fn emit(&self) {
+        let lag = self.now_ms.saturating_sub(self.frontier_ms) as f64 / 1000.0;
+        METRICS.frontier_lag_seconds.set(lag);
+    }
+}
+
+/// Serves `GET /metrics` (Prometheus text format) on `addr` from a
+/// background thread. Returns the bound address (useful with port 0).
+pub fn serve_metrics(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("metrics-http".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(match stream.try_clone() {
+                    Ok(s) => s,
+                    Err(_) => continue,
+                });
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                // Drain the headers.
+                let mut line = String::new();
+                while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                    line.clear();
+                }
+                let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+                let (status, body) = if path == "/metrics" {
+                    ("200 OK", METRICS.render())
+                } else {
+                    ("404 Not Found", "see /metrics\n".to_string())
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        })?;
+    Ok(bound)
+}
+
+/// Installs the tracing subscriber: human-readable to stderr, or JSON lines
+/// with `json`; the level comes from `RUST_LOG` (default `info`).
+pub fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
