@@ -303,6 +303,7 @@ fn decode_event(payload: &[u8]) -> Result<Event, BadRecord> {
     };
     Ok(Event {
         ts,
+        known: ts,
         event_id,
         user_id,
         anonymous_id,

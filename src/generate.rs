@@ -85,7 +85,9 @@ pub fn records(args: &GenerateArgs) -> impl Iterator<Item = serde_json::Value> {
 
 /// Faster: the same records as JSON lines (no trailing newline), for benchmarks.
 pub fn lines(args: &GenerateArgs) -> impl Iterator<Item = String> {
-    Generator::new(args)
+    let mut g = Generator::new(args);
+    g.warm_up();
+    g
 }
 
 /// Writes `records(args)` as JSON lines to `out`; returns the count.
@@ -113,7 +115,7 @@ const SESSION_MEAN_STEPS: f64 = 8.0;
 /// Records per session, all told (session steps, extra identify/consent
 /// records, later delivery/review records, first-appearance product records);
 /// calibrated so that the time span is about `events / rate_per_s`.
-const RECORDS_PER_SESSION: f64 = 8.9;
+const RECORDS_PER_SESSION: f64 = 8.4;
 /// Share of the record rate that is price/stock changes.
 const PRODUCT_UPDATE_SHARE: f64 = 0.02;
 /// Maximum number of cart + wishlist entries the generator remembers per user.
@@ -351,23 +353,47 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 
 // --- hand-written JSON -------------------------------------------------------
 
-fn push_u64(s: &mut String, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+/// A line being written: bytes that are all ASCII (checked once, when the
+/// line is finished), cheaper to append to than a `String`.
+struct Buf(Vec<u8>);
+
+impl Buf {
+    fn push_str(&mut self, x: &str) {
+        self.0.extend_from_slice(x.as_bytes());
     }
-    for &b in &buf[i..] {
-        s.push(b as char);
+
+    fn push(&mut self, c: char) {
+        debug_assert!(c.is_ascii());
+        self.0.push(c as u8);
     }
 }
 
-fn push_cents(s: &mut String, cents: u32) {
+fn push_u64(s: &mut Buf, mut n: u64) {
+    const DIGITS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    while n >= 100 {
+        let d = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DIGITS[d..d + 2]);
+    }
+    if n >= 10 {
+        let d = n as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DIGITS[d..d + 2]);
+    } else {
+        i -= 1;
+        buf[i] = b'0' + n as u8;
+    }
+    s.0.extend_from_slice(&buf[i..]);
+}
+
+fn push_cents(s: &mut Buf, cents: u32) {
     push_u64(s, u64::from(cents / 100));
     let c = cents % 100;
     s.push('.');
@@ -376,7 +402,7 @@ fn push_cents(s: &mut String, cents: u32) {
 }
 
 /// `,"name":"value"` (value must not need escaping).
-fn f_str(s: &mut String, name: &str, value: &str) {
+fn f_str(s: &mut Buf, name: &str, value: &str) {
     s.push_str(",\"");
     s.push_str(name);
     s.push_str("\":\"");
@@ -385,7 +411,7 @@ fn f_str(s: &mut String, name: &str, value: &str) {
 }
 
 /// `,"name":"{prefix}{n}"`.
-fn f_id(s: &mut String, name: &str, prefix: char, n: u64) {
+fn f_id(s: &mut Buf, name: &str, prefix: char, n: u64) {
     s.push_str(",\"");
     s.push_str(name);
     s.push_str("\":\"");
@@ -394,21 +420,21 @@ fn f_id(s: &mut String, name: &str, prefix: char, n: u64) {
     s.push('"');
 }
 
-fn f_u64(s: &mut String, name: &str, n: u64) {
+fn f_u64(s: &mut Buf, name: &str, n: u64) {
     s.push_str(",\"");
     s.push_str(name);
     s.push_str("\":");
     push_u64(s, n);
 }
 
-fn f_price(s: &mut String, name: &str, cents: u32) {
+fn f_price(s: &mut Buf, name: &str, cents: u32) {
     s.push_str(",\"");
     s.push_str(name);
     s.push_str("\":");
     push_cents(s, cents);
 }
 
-fn f_bool(s: &mut String, name: &str, b: bool) {
+fn f_bool(s: &mut Buf, name: &str, b: bool) {
     s.push_str(",\"");
     s.push_str(name);
     s.push_str("\":");
@@ -433,14 +459,18 @@ struct Generator {
 
     users: Vec<User>,
     products: Vec<Product>,
-    /// Cumulative Zipf weights over popularity ranks.
-    zipf_cdf: Vec<f64>,
+    /// `(n_products + 1)^(1 - ZIPF_PRODUCTS) - 1`, for inverse-CDF sampling.
+    zipf_span: f64,
     /// rank -> product id is `(rank * perm_mult + perm_off) % n_products`.
     perm_mult: u64,
     perm_off: u64,
     query_cdf: Vec<f64>,
 
+    /// Pending session steps (many pops, small).
     heap: BinaryHeap<Task>,
+    /// Pending deliveries, cancellations, reviews and restocks (few pops,
+    /// larger: delays are long).
+    slow: BinaryHeap<Task>,
     seq: u64,
     next_arrival: u64,
     next_update: u64,
@@ -449,6 +479,11 @@ struct Generator {
     delivery_mean_ms: f64,
     restock_mean_ms: f64,
     min_session_gap_s: u32,
+    /// Gaps between the events of a session: `step_gap_min_ms` plus an
+    /// exponential with mean `step_gap_mean_ms` (about 35 s, shorter when
+    /// there are too few users for the rate).
+    step_gap_min_ms: u64,
+    step_gap_mean_ms: f64,
 
     next_event: u64,
     next_order: u64,
@@ -457,7 +492,7 @@ struct Generator {
     forgotten: u32,
 
     offsets: [[u64; PARTITIONS as usize]; 4],
-    key: String,
+    key: Buf,
     out: VecDeque<String>,
 }
 
@@ -499,6 +534,11 @@ impl Generator {
         let session_rate_per_ms =
             rate * (1.0 - PRODUCT_UPDATE_SHARE) / RECORDS_PER_SESSION / 1000.0;
         let update_rate_per_ms = rate * PRODUCT_UPDATE_SHARE / 1000.0;
+        // At most about half the users may be in a session at once: with
+        // few users and a high rate, sessions are compressed in time.
+        let step_gap_mean_ms = (0.5 * f64::from(n_users)
+            / (session_rate_per_ms * (SESSION_MEAN_STEPS - 1.0)))
+            .clamp(1.0, 35_000.0);
         Generator {
             rng,
             seed: args.seed,
@@ -525,11 +565,12 @@ impl Generator {
                 };
                 n_products as usize
             ],
-            zipf_cdf: cdf(n_products as usize, ZIPF_PRODUCTS),
+            zipf_span: ((np + 1) as f64).powf(1.0 - ZIPF_PRODUCTS) - 1.0,
             perm_mult,
             perm_off,
             query_cdf: cdf(QUERIES.len(), 1.0),
             heap: BinaryHeap::new(),
+            slow: BinaryHeap::new(),
             seq: 0,
             // The first record is a session start at exactly `start_ms`.
             next_arrival: args.start_ms,
@@ -538,14 +579,21 @@ impl Generator {
             update_mean_ms: 1.0 / update_rate_per_ms,
             delivery_mean_ms: (span_s / 6.0).clamp(60.0, 2.0 * 86_400.0) * 1000.0,
             restock_mean_ms: (span_s / 20.0).clamp(30.0, 86_400.0) * 1000.0,
-            min_session_gap_s: (span_s / 10.0).min(7_200.0) as u32,
+            // Hours when possible, but below the time between two sessions
+            // of one user that the rate and the number of users imply.
+            min_session_gap_s: (span_s / 10.0)
+                .min(7_200.0)
+                .min(0.5 * f64::from(n_users) / (session_rate_per_ms * 1000.0))
+                as u32,
+            step_gap_min_ms: (step_gap_mean_ms / 16.0).min(2_000.0) as u64,
+            step_gap_mean_ms,
             next_event: 1,
             next_order: 1,
             tracking_count: 0,
             anon_count: 0,
             forgotten: 0,
             offsets: [[0; PARTITIONS as usize]; 4],
-            key: String::with_capacity(24),
+            key: Buf(Vec::with_capacity(24)),
             out: VecDeque::new(),
         }
     }
@@ -572,18 +620,28 @@ impl Generator {
         cdf.partition_point(|&c| c <= x).min(cdf.len() - 1)
     }
 
+    /// A product by popularity: rank `r` (0-based) has weight about
+    /// `(r + 1)^-ZIPF_PRODUCTS` (inverse CDF of the continuous Zipf law,
+    /// so O(1) time and no table).
     fn sample_product(&mut self) -> u32 {
-        let rank = Self::sample_cdf(&mut self.rng, &self.zipf_cdf) as u64;
+        let u: f64 = self.rng.gen();
+        let x = (1.0 + u * self.zipf_span).powf(1.0 / (1.0 - ZIPF_PRODUCTS));
+        let rank = ((x as u64).saturating_sub(1)).min(u64::from(self.n_products) - 1);
         ((rank * self.perm_mult + self.perm_off) % u64::from(self.n_products)) as u32
     }
 
     fn schedule(&mut self, ts: u64, kind: TaskKind) {
         self.seq += 1;
-        self.heap.push(Task {
+        let task = Task {
             ts,
             seq: self.seq,
             kind,
-        });
+        };
+        if matches!(task.kind, TaskKind::Step(_)) {
+            self.heap.push(task);
+        } else {
+            self.slow.push(task);
+        }
     }
 
     // --- fixed attributes derived from ids ---
@@ -602,7 +660,7 @@ impl Generator {
     }
 
     fn base_price_cents(&self, p: u32) -> u32 {
-        let h = mix64(self.seed ^ 0x9121_CE5 ^ (u64::from(Self::group_of(p)) << 8));
+        let h = mix64(self.seed ^ 0x0912_1CE5 ^ (u64::from(Self::group_of(p)) << 8));
         let u = (h >> 11) as f64 / (1u64 << 53) as f64;
         // 2 .. ~600 (log-uniform), then +-15 % per seller.
         let base = 2.0 * (u * 5.7).exp();
@@ -612,7 +670,7 @@ impl Generator {
 
     /// (language, timezone, platform) of a user.
     fn user_locale(&self, u: u32) -> (&'static str, &'static str, &'static str) {
-        let h = mix64(self.seed ^ 0x10CA_1E ^ (u64::from(u) << 16));
+        let h = mix64(self.seed ^ 0x0010_CA1E ^ (u64::from(u) << 16));
         let l = h % 10;
         let t = (h >> 8) % 10;
         let (lang, tz) = if l < 6 {
@@ -641,15 +699,15 @@ impl Generator {
     // --- record framing ---
 
     /// Starts a record: the envelope up to and including `"value":{`.
-    fn begin(&mut self, topic: Topic, key_prefix: char, key_n: u64, ts: u64) -> String {
-        self.key.clear();
+    fn begin(&mut self, topic: Topic, key_prefix: char, key_n: u64, ts: u64) -> Buf {
+        self.key.0.clear();
         self.key.push(key_prefix);
         push_u64(&mut self.key, key_n);
-        let part = fnv1a(self.key.as_bytes()) % PARTITIONS;
+        let part = fnv1a(&self.key.0) % PARTITIONS;
         let slot = &mut self.offsets[topic as usize][part as usize];
         let offset = *slot;
         *slot += 1;
-        let mut s = String::with_capacity(320);
+        let mut s = Buf(Vec::with_capacity(320));
         s.push_str("{\"topic\":\"");
         s.push_str(topic.name());
         s.push_str("\",\"partition\":");
@@ -659,19 +717,20 @@ impl Generator {
         s.push_str(",\"timestamp\":");
         push_u64(&mut s, ts);
         s.push_str(",\"key\":\"");
-        s.push_str(&self.key);
+        s.0.extend_from_slice(&self.key.0);
         s.push_str("\",\"value\":{");
         s
     }
 
-    fn finish(&mut self, mut s: String) {
+    fn finish(&mut self, mut s: Buf) {
         s.push_str("}}");
-        self.out.push_back(s);
+        self.out
+            .push_back(String::from_utf8(s.0).expect("generated JSON is ASCII"));
     }
 
     /// Starts a tracking event of user `u` (sent with `anonymous_id` only
     /// while the user is anonymous).
-    fn track(&mut self, ts: u64, u: u32, ty: &str) -> String {
+    fn track(&mut self, ts: u64, u: u32, ty: &str) -> Buf {
         let anon = self.users[u as usize].flags & U_ANON != 0;
         let prefix = if anon { 'a' } else { 'u' };
         let mut s = self.begin(Topic::Tracking, prefix, u64::from(u), ts);
@@ -695,7 +754,7 @@ impl Generator {
     }
 
     /// Adds `context` and finishes a tracking event.
-    fn finish_track(&mut self, mut s: String, u: u32) {
+    fn finish_track(&mut self, mut s: Buf, u: u32) {
         let (lang, tz, platform) = self.user_locale(u);
         s.push_str(",\"context\":{\"language\":\"");
         s.push_str(lang);
@@ -797,16 +856,22 @@ impl Generator {
     // --- the main loop ---
 
     fn step(&mut self) {
-        let heap_ts = self.heap.peek().map_or(u64::MAX, |t| t.ts);
+        let top = |h: &BinaryHeap<Task>| h.peek().map_or((u64::MAX, 0), |t| (t.ts, t.seq));
+        let (fast_top, slow_top) = (top(&self.heap), top(&self.slow));
+        let heap_ts = fast_top.0.min(slow_top.0);
         if self.next_arrival <= self.next_update && self.next_arrival <= heap_ts {
             let t = self.next_arrival;
             self.next_arrival += self.exp_ms(self.arrival_mean_ms);
-            self.session_start(t);
+            self.session_start(t, t, true);
         } else if self.next_update <= heap_ts {
             let t = self.next_update;
             self.next_update += self.exp_ms(self.update_mean_ms);
             self.product_update(t);
-        } else if let Some(task) = self.heap.pop() {
+        } else if let Some(task) = if fast_top <= slow_top {
+            self.heap.pop()
+        } else {
+            self.slow.pop()
+        } {
             let t = task.ts;
             match task.kind {
                 TaskKind::Step(s) => self.session_step(t, s),
@@ -831,7 +896,24 @@ impl Generator {
         }
     }
 
-    fn session_start(&mut self, t: u64) {
+    /// Starts the sessions that are under way at `start_ms` in the steady
+    /// state (about arrival rate x mean session duration of them, the
+    /// residual length of a session being distributed like a whole one), so
+    /// that the record rate does not ramp up from zero.
+    fn warm_up(&mut self) {
+        let gap = self.step_gap_min_ms as f64 + self.step_gap_mean_ms;
+        let duration_ms = (SESSION_MEAN_STEPS - 1.0) * gap;
+        let under_way = (duration_ms / self.arrival_mean_ms)
+            .round()
+            .min(f64::from(self.n_users / 2)) as u64;
+        for _ in 0..under_way {
+            let at = self.start_ms + self.exp_ms(gap);
+            self.session_start(self.start_ms, at, false);
+        }
+    }
+
+    /// A session arriving at `t` whose first step is at `first_at`.
+    fn session_start(&mut self, t: u64, first_at: u64, first: bool) {
         let now_s = ((t - self.start_ms) / 1000) as u32;
         for attempt in 0..6 {
             let u = self.rng.gen_range(0..self.n_users);
@@ -862,12 +944,12 @@ impl Generator {
             let extra = ((1.0 - x).ln() / (1.0 - p_end).ln()) as u64;
             let left = (1 + extra).min(60) as u16;
             self.schedule(
-                t,
+                first_at,
                 TaskKind::Step(Session {
                     user: u,
                     left,
                     focus: NONE,
-                    first: true,
+                    first,
                 }),
             );
             return;
@@ -883,7 +965,7 @@ impl Generator {
             user.flags &= !U_BUSY;
             user.last_end_s = ((t - self.start_ms) / 1000).min(u64::from(u32::MAX)) as u32;
         } else {
-            let gap = (2_000 + self.exp_ms(35_000.0)).min(600_000);
+            let gap = (self.step_gap_min_ms + self.exp_ms(self.step_gap_mean_ms)).min(600_000);
             self.schedule(t + gap, TaskKind::Step(s));
         }
     }
@@ -898,7 +980,7 @@ impl Generator {
             self.finish_track(e, u);
             return false;
         }
-        if flags & U_ANON != 0 && self.chance(0.1) {
+        if flags & U_ANON != 0 && self.chance(0.2) {
             self.identify(t, u);
             return false;
         }

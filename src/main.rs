@@ -41,6 +41,9 @@ enum Command {
         /// Close event time here (ms) instead of at the largest `ts` in the input.
         #[arg(long)]
         until: Option<u64>,
+        /// Override `time.bucket_ms` (timely time granularity; results do not depend on it).
+        #[arg(long)]
+        bucket_ms: Option<u64>,
     },
     /// Run the live job on Kafka until SIGINT/SIGTERM.
     Run {
@@ -92,8 +95,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             workers,
             until,
+            bucket_ms,
         } => {
-            let config = load_config(config.as_ref())?;
+            let mut config = load_config(config.as_ref())?;
+            if let Some(b) = bucket_ms {
+                anyhow::ensure!(b > 0, "--bucket-ms must be at least 1");
+                config.time.bucket_ms = b;
+            }
             if workers == 0 {
                 anyhow::bail!("--workers must be at least 1");
             }

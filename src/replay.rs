@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 
 use dataflows::model::{Input, Time, Trigger};
+use dataflows::operators::Clock;
 use thiserror::Error;
 
 use crate::codec::{decode_line, TopicNames};
@@ -95,6 +96,7 @@ pub fn replay(sources: Sources, config: &Config, workers: usize, until: Option<T
     let campaigns = config.campaigns.clone();
     let retention = config.retention.clone();
     let topics = config.topics.inputs();
+    let clock = Clock::new(config.time.bucket_ms);
     let workers = workers.max(1);
     let max_ts = Arc::new(AtomicU64::new(0));
     let barrier = Arc::new(Barrier::new(workers));
@@ -107,13 +109,15 @@ pub fn replay(sources: Sources, config: &Config, workers: usize, until: Option<T
         timely::execute(timely::Config::process(workers), move |worker| {
             let index = worker.index();
             let peers = worker.peers();
+            let t0 = std::time::Instant::now();
             let (local, read, bad) = decode_share(&sources, &topics, index, peers);
+            tracing::debug!(worker = index, elapsed_ms = t0.elapsed().as_millis() as u64, "decoded");
             {
                 let mut c = counts.lock().expect("counts lock");
                 c.0 += read;
                 c.1 += bad;
             }
-            let local_max = local.iter().map(|i| i.ts()).max().unwrap_or(0);
+            let local_max = local.iter().map(|i| i.time()).max().unwrap_or(0);
             max_ts.fetch_max(local_max, Ordering::SeqCst);
             barrier.wait();
             let close = until.unwrap_or_else(|| max_ts.load(Ordering::SeqCst));
@@ -121,22 +125,31 @@ pub fn replay(sources: Sources, config: &Config, workers: usize, until: Option<T
 
             let fired = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
             let sink = fired.clone();
-            let mut job = Job::build(worker, &campaigns, &retention, move |t: Trigger| {
+            let mut job = Job::build(worker, &campaigns, &retention, clock, move |t: Trigger| {
                 if t.ts <= close {
                     sink.borrow_mut().push(t);
                 }
             });
             for input in local {
-                let ts = input.ts();
-                if ts <= close {
-                    job.send(ts, input);
+                if input.time() <= close {
+                    job.send(input);
                 }
             }
-            job.advance_to(close.saturating_add(1));
+            job.advance_to(clock.after(close));
+            tracing::debug!(worker = index, elapsed_ms = t0.elapsed().as_millis() as u64, "sent");
+            let mut steps = 0u64;
             while !job.done_through(close) {
                 worker.step();
+                steps += 1;
             }
+            tracing::debug!(worker = index, steps, elapsed_ms = t0.elapsed().as_millis() as u64, "stepped");
             let out = std::mem::take(&mut *fired.borrow_mut());
+            // Event time is closed: drop the dataflow rather than let timely
+            // run the timers and retractions that lie beyond the close.
+            drop(job);
+            for id in worker.installed_dataflows() {
+                worker.drop_dataflow(id);
+            }
             out
         })
         .map_err(ReplayError::Timely)?

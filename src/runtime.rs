@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use dataflows::campaign::{Campaign, Retention};
 use dataflows::model::{Input, Time, Trigger};
+use dataflows::operators::Clock;
 use differential_dataflow::AsCollection;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
@@ -27,6 +28,8 @@ pub struct Job {
     cap: Option<ActivateCapability<Time>>,
     probe: ProbeHandle<Time>,
     staged: Vec<(Time, Input)>,
+    clock: Clock,
+    frontier_ms: Time,
 }
 
 impl Job {
@@ -36,12 +39,13 @@ impl Job {
         worker: &mut Worker,
         campaigns: &[Campaign],
         retention: &Retention,
+        clock: Clock,
         sink: impl FnMut(Trigger) + 'static,
     ) -> Job {
         let sink = Rc::new(RefCell::new(sink));
         let (handle, cap, probe) = worker.dataflow::<Time, _, _>(|scope| {
             let ((handle, cap), stream) = scope.new_unordered_input::<CapacityContainerBuilder<Vec<Update>>>();
-            let triggers = dataflows::build(stream.as_collection(), campaigns, retention);
+            let triggers = dataflows::build(stream.as_collection(), campaigns, retention, clock);
             let sink = sink.clone();
             let (probe, triggers) = triggers.probe();
             triggers.sink(Pipeline, "TriggerSink", move |(input, _frontier)| {
@@ -59,18 +63,22 @@ impl Job {
             cap: Some(cap),
             probe,
             staged: Vec::new(),
+            clock,
+            frontier_ms: 0,
         }
     }
 
-    /// The input frontier: records may be sent at this time or later.
+    /// The input frontier (ms): records are applied at this time or later.
     pub fn frontier(&self) -> Option<Time> {
-        self.cap.as_ref().map(|c| *c.time())
+        self.cap.as_ref().map(|_| self.frontier_ms)
     }
 
-    /// Stages `input` at time `at`, which must not be before [`Job::frontier`].
-    pub fn send(&mut self, at: Time, input: Input) {
-        debug_assert!(self.frontier().is_some_and(|f| at >= f));
-        self.staged.push((at, input));
+    /// Stages `input`. A record whose time is before the frontier is applied
+    /// at the frontier (its known time raised); returns whether it was late.
+    pub fn send(&mut self, mut input: Input) -> bool {
+        let late = input.not_before(self.frontier_ms);
+        self.staged.push((self.clock.at(input.time()), input));
+        late
     }
 
     /// Hands staged records to the dataflow.
@@ -92,12 +100,16 @@ impl Job {
         }
     }
 
-    /// Promises that no record will be sent before `t` (flushing first).
+    /// Promises that no record will be sent before `t` ms (flushing first).
     pub fn advance_to(&mut self, t: Time) {
         self.flush();
+        if t > self.frontier_ms {
+            self.frontier_ms = t;
+        }
         if let Some(cap) = self.cap.as_mut() {
-            if t > *cap.time() {
-                cap.downgrade(&t);
+            let b = self.clock.at(self.frontier_ms);
+            if b > *cap.time() {
+                cap.downgrade(&b);
             }
         }
     }
@@ -108,8 +120,8 @@ impl Job {
         self.cap = None;
     }
 
-    /// Whether every time up to and including `t` is complete at the output.
+    /// Whether every trigger firing at or before `t` ms has been emitted.
     pub fn done_through(&self, t: Time) -> bool {
-        !self.probe.less_equal(&t)
+        !self.probe.less_equal(&self.clock.at(t))
     }
 }

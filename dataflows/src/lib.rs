@@ -13,6 +13,7 @@
 //!   latest-value operator for prices and stock, and the once-per-id emitter.
 
 pub mod campaign;
+pub mod gate;
 pub mod kinds;
 pub mod model;
 pub mod operators;
@@ -22,18 +23,18 @@ use timely::dataflow::Stream;
 
 use campaign::{Campaign, Kind, Retention};
 use model::{Input, Time, Trigger};
-use operators::{dedup_events, fire_once, left_join, product_changes, Coll, ProductMsg};
+use operators::{dedup_events, fire_once, product_changes, Clock, Coll, ProductMsg};
 
-/// Builds the whole job on `records` (every input topic, each record at its
-/// event time) for `campaigns`. Returns the trigger records, each at its
-/// firing time `τ`, emitted once the frontier has passed `τ`.
-pub fn build<'s>(records: Coll<'s, Input>, campaigns: &[Campaign], retention: &Retention) -> Stream<'s, Time, Vec<Trigger>> {
+/// Builds the whole job on `records` (every input topic, each record at the
+/// bucket of its time) for `campaigns`. Returns the trigger records, each
+/// emitted once the frontier has passed the bucket of its firing time.
+pub fn build<'s>(records: Coll<'s, Input>, campaigns: &[Campaign], retention: &Retention, clock: Clock) -> Stream<'s, Time, Vec<Trigger>> {
     let tracking = records.clone().flat_map(|r| match r {
         Input::Tracking(e) => Some(e),
         _ => None,
     });
     let events = dedup_events(tracking.inner, retention.dedup_ms);
-    let events = state::retain_events(events, retention);
+    let events = state::retain_events(events, clock, retention);
     let resolved = state::resolve_users(events);
 
     let product_msgs = records.flat_map(|r| match r {
@@ -41,31 +42,27 @@ pub fn build<'s>(records: Coll<'s, Input>, campaigns: &[Campaign], retention: &R
         Input::Stock(s) => Some(ProductMsg::Stock(s)),
         _ => None,
     });
-    let changes = product_changes(product_msgs);
+    let changes = product_changes(product_msgs, clock);
 
     let cart_ops = state::cart_ops(resolved.clone());
-    let cart = state::list_contents(cart_ops.clone(), "Cart");
-    let wishlist = state::list_contents(state::wishlist_ops(resolved.clone()), "Wishlist");
     let activity = state::activity(resolved.clone());
-    let orders_by_product = state::orders_by_product(resolved.clone());
+    let lists_by_product = state::lists_by_product(resolved.clone());
 
     let mut candidates = Vec::new();
     for c in campaigns {
         let name = c.name.as_str();
         let found = match &c.kind {
-            Kind::AbandonedCart(p) => kinds::abandoned_cart(name, p, cart_ops.clone()),
-            Kind::AbandonedBrowse(p) => kinds::abandoned_browse(name, p, activity.clone()),
+            Kind::AbandonedCart(p) => kinds::abandoned_cart(name, p, clock, cart_ops.clone()),
+            Kind::AbandonedBrowse(p) => kinds::abandoned_browse(name, p, clock, activity.clone()),
             Kind::PriceDrop(p) => {
-                let views = state::views_by_product(resolved.clone(), p.view_window_ms, &format!("{name}: views in window"));
-                kinds::price_drop(name, p, changes.clone(), cart.clone(), wishlist.clone(), views, orders_by_product.clone())
+                let views = state::views_by_product(resolved.clone(), clock, p.view_window_ms, &format!("{name}: views in window"));
+                kinds::price_drop(name, p, changes.clone(), lists_by_product.clone(), views)
             }
-            Kind::BackInStock(_) => kinds::back_in_stock(name, changes.clone(), cart.clone(), wishlist.clone()),
+            Kind::BackInStock(_) => kinds::back_in_stock(name, changes.clone(), lists_by_product.clone()),
         };
         candidates.push(found);
     }
     let candidates = differential_dataflow::collection::concatenate(resolved.scope(), candidates);
-    let allowed = candidates.antijoin(state::opted_out(resolved.clone()));
-    let ready = left_join(allowed, state::user_context(resolved), (None, None))
-        .map(|(u, (cand, (language, timezone)))| (u, (cand, language, timezone)));
+    let ready = gate::gate(candidates, state::user_facts(resolved));
     fire_once(ready, retention.fired_ms)
 }

@@ -171,6 +171,10 @@ impl Body {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Event {
     pub ts: Time,
+    /// When the job learned the event (triggers.md, *Known state*): its
+    /// `ts`, raised to the linking `identify`'s time for anonymous events,
+    /// or to the frontier for events that arrived late.
+    pub known: Time,
     pub event_id: String,
     pub user_id: Option<String>,
     pub anonymous_id: Option<String>,
@@ -242,6 +246,34 @@ pub enum Input {
 }
 
 impl Input {
+    /// The time the record takes effect: an event's known time, a
+    /// product message's `ts`.
+    pub fn time(&self) -> Time {
+        match self {
+            Input::Tracking(e) => e.known,
+            Input::Price(p) => p.ts,
+            Input::Stock(s) => s.ts,
+            Input::Catalog(c) => c.ts,
+        }
+    }
+
+    /// Applies the record no earlier than `at` (a late record in live mode
+    /// is applied at the frontier); returns whether it was late.
+    pub fn not_before(&mut self, at: Time) -> bool {
+        let t = match self {
+            Input::Tracking(e) => &mut e.known,
+            Input::Price(p) => &mut p.ts,
+            Input::Stock(s) => &mut s.ts,
+            Input::Catalog(c) => &mut c.ts,
+        };
+        if *t < at {
+            *t = at;
+            true
+        } else {
+            false
+        }
+    }
+
     /// The record's event time.
     pub fn ts(&self) -> Time {
         match self {

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use differential_dataflow::consolidation::consolidate_updates;
 use differential_dataflow::difference::Semigroup;
-use differential_dataflow::{AsCollection, Data, ExchangeData, Hashable, VecCollection};
+use differential_dataflow::{AsCollection, Data, Hashable, VecCollection};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
@@ -25,8 +25,34 @@ use timely::dataflow::Stream;
 
 use crate::model::{Event, Money, PriceMsg, StockMsg, Time, Trigger};
 
-/// A collection at millisecond event time with integer multiplicities.
+/// A collection at bucketed event time with integer multiplicities.
 pub type Coll<'s, D> = VecCollection<'s, Time, D, isize>;
+
+/// Maps event time (ms) to timely time: the start of its bucket.
+///
+/// Timely time is coarse (`bucket_ms`, e.g. one second) so that each round
+/// of the dataflow carries many events; every condition is still evaluated
+/// to the millisecond from the times carried in the data. Results do not
+/// depend on the bucket width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clock {
+    pub bucket_ms: Time,
+}
+
+impl Clock {
+    /// A clock with buckets of `bucket_ms` (at least 1).
+    pub fn new(bucket_ms: Time) -> Self {
+        Clock { bucket_ms: bucket_ms.max(1) }
+    }
+    /// The bucket that holds `ms`.
+    pub fn at(&self, ms: Time) -> Time {
+        ms - ms % self.bucket_ms
+    }
+    /// The first bucket entirely after `ms`.
+    pub fn after(&self, ms: Time) -> Time {
+        self.at(ms).saturating_add(self.bucket_ms)
+    }
+}
 
 /// The least time of a frontier, `None` when the frontier is empty (input closed).
 fn frontier_time(frontier: &timely::progress::frontier::MutableAntichain<Time>) -> Option<Time> {
@@ -80,9 +106,9 @@ where
         .as_collection()
 }
 
-/// Moves each update of `coll` to the later of its time and `due(data)`:
-/// a timer "due at T" is the fact inserted at `T`.
-pub fn shift_to<'s, D, F>(coll: Coll<'s, D>, name: &str, due: F) -> Coll<'s, D>
+/// Moves each update of `coll` to the later of its time and the bucket of
+/// `due(data)` (ms): a timer "due at T" is the fact inserted at `T`.
+pub fn shift_to<'s, D, F>(coll: Coll<'s, D>, clock: Clock, name: &str, due: F) -> Coll<'s, D>
 where
     D: Data,
     F: Fn(&D) -> Time + 'static,
@@ -90,17 +116,19 @@ where
     let shifted = coll
         .inner
         .map(move |(d, t, r)| {
-            let at = t.max(due(&d));
+            let at = t.max(clock.at(due(&d)));
             (d, at, r)
         })
         .as_collection();
     hold_future(shifted, name)
 }
 
-/// Inserts each record at its time and retracts it at `expiry(data)` (never,
-/// for `None`): how a windowed collection forgets, so that arrangements
-/// compact instead of growing forever.
-pub fn with_expiry<'s, D, F>(coll: Coll<'s, D>, name: &str, expiry: F) -> Coll<'s, D>
+/// Keeps each record until the bucket after `expiry(data)` (ms; never for
+/// `None`) and retracts it there: how a windowed collection forgets, so
+/// that arrangements compact instead of growing forever. Applied to every
+/// update (Materialize's temporal filter), so it composes with upstream
+/// retractions.
+pub fn with_expiry<'s, D, F>(coll: Coll<'s, D>, clock: Clock, name: &str, expiry: F) -> Coll<'s, D>
 where
     D: Data,
     F: Fn(&D) -> Option<Time> + 'static,
@@ -108,7 +136,7 @@ where
     let expiring = coll
         .inner
         .flat_map(move |(d, t, r)| {
-            let end = expiry(&d).map(|e| (d.clone(), t.max(e), -r));
+            let end = expiry(&d).map(|e| (d.clone(), t.max(clock.after(e)), -r));
             std::iter::once((d, t, r)).chain(end)
         })
         .as_collection();
@@ -213,10 +241,11 @@ impl ProductMsg {
 
 /// The latest price and stock of every product, applied in event-time
 /// order. Returns the stream of changes as a collection of *transient*
-/// facts `(product, change)`, each present during `[t, t + 1)` only: joined
-/// with user state, it sees exactly the state known at `t`. A message older
-/// than the product's latest one (late, live only) updates nothing.
-pub fn product_changes<'s>(msgs: Coll<'s, ProductMsg>) -> Coll<'s, (String, ProductChange)> {
+/// facts `(product, change)`, each present during the bucket of its `ts`
+/// only: joined with user facts (which carry their known times), it lets
+/// the audience be evaluated on exactly the state known at `ts`. A message
+/// older than the product's latest one (late, live only) updates nothing.
+pub fn product_changes<'s>(msgs: Coll<'s, ProductMsg>, clock: Clock) -> Coll<'s, (String, ProductChange)> {
     let changes = msgs
         .inner
         .unary_frontier(
@@ -263,7 +292,7 @@ pub fn product_changes<'s>(msgs: Coll<'s, ProductMsg>) -> Coll<'s, (String, Prod
                                     prices.insert(p.product_id.clone(), (p.ts, p.price));
                                     let change = ProductChange::Price { ts: p.ts, old: old.map(|o| o.1), new: p.price };
                                     session.give(((p.product_id.clone(), change.clone()), t, 1isize));
-                                    session.give(((p.product_id, change), t + 1, -1isize));
+                                    session.give(((p.product_id, change), t + clock.bucket_ms, -1isize));
                                 }
                                 ProductMsg::Stock(s) => {
                                     let old = stock.get(&s.product_id).copied();
@@ -279,7 +308,7 @@ pub fn product_changes<'s>(msgs: Coll<'s, ProductMsg>) -> Coll<'s, (String, Prod
                                         price,
                                     };
                                     session.give(((s.product_id.clone(), change.clone()), t, 1isize));
-                                    session.give(((s.product_id, change), t + 1, -1isize));
+                                    session.give(((s.product_id, change), t + clock.bucket_ms, -1isize));
                                 }
                             }
                         }
@@ -307,15 +336,16 @@ pub struct Candidate {
     pub reminder: Option<bool>,
 }
 
-/// A candidate with the user's latest language and timezone, ready to fire.
-pub type Ready = (String, (Candidate, Option<String>, Option<String>));
+/// A candidate that fires at `τ` (ms, the first element), with the user's
+/// language and timezone at `τ`, ready to leave the job.
+pub type Ready = (String, (Time, Candidate, Option<String>, Option<String>));
 
 /// Emits a trigger record the first time each `trigger_id` appears in
-/// `ready`, at that time, once the frontier has passed it. Ids are
+/// `ready`, with `ts = τ`, once the frontier has passed its bucket. Ids are
 /// remembered for `remember_ms` after firing, which bounds memory.
 pub fn fire_once<'s>(ready: Coll<'s, Ready>, remember_ms: Time) -> Stream<'s, Time, Vec<Trigger>> {
     ready.inner.unary_frontier(
-        Exchange::new(|u: &(Ready, Time, isize)| (u.0).1 .0.trigger_id.hashed()),
+        Exchange::new(|u: &(Ready, Time, isize)| (u.0).1 .1.trigger_id.hashed()),
         "FireOnce",
         move |_cap, _info| {
             let mut pending: BTreeMap<Time, (Capability<Time>, Vec<(Ready, Time, isize)>)> = BTreeMap::new();
@@ -342,11 +372,11 @@ pub fn fire_once<'s>(ready: Coll<'s, Ready>, remember_ms: Time) -> Stream<'s, Ti
                     let (cap, mut batch) = entry.remove();
                     consolidate_updates(&mut batch);
                     let mut session = output.session(&cap);
-                    for ((user, (cand, language, timezone)), _t, r) in batch {
+                    for ((user, (tau, cand, language, timezone)), _t, r) in batch {
                         if r <= 0 || fired.contains_key(&cand.trigger_id) {
                             continue;
                         }
-                        let until = t.saturating_add(remember_ms);
+                        let until = t.max(tau).saturating_add(remember_ms);
                         fired.insert(cand.trigger_id.clone(), until);
                         expiries.entry(until).or_default().push(cand.trigger_id.clone());
                         session.give(Trigger {
@@ -354,7 +384,7 @@ pub fn fire_once<'s>(ready: Coll<'s, Ready>, remember_ms: Time) -> Stream<'s, Ti
                             campaign: cand.campaign,
                             kind: cand.kind,
                             user_id: user,
-                            ts: t,
+                            ts: tau,
                             items: cand.items,
                             query: cand.query,
                             category_id: cand.category_id,
@@ -382,21 +412,3 @@ pub fn fire_once<'s>(ready: Coll<'s, Ready>, remember_ms: Time) -> Stream<'s, Ti
     )
 }
 
-/// `left` joined with the single value `right` holds per key, or `default`
-/// where `right` holds none.
-pub fn left_join<'s, K, V, W>(left: Coll<'s, (K, V)>, right: Coll<'s, (K, W)>, default: W) -> Coll<'s, (K, (V, W))>
-where
-    K: ExchangeData + Hashable,
-    V: ExchangeData,
-    W: ExchangeData,
-{
-    let matched = left.clone().join(right.clone());
-    let unmatched = left
-        .antijoin(right.map(|(k, _)| k).distinct())
-        .map(move |(k, v)| (k, (v, default.clone())));
-    matched.concat(unmatched)
-}
-
-/// Ensures `D: ExchangeData` bounds stay in one place for callers.
-pub trait Record: ExchangeData + Hashable {}
-impl<T: ExchangeData + Hashable> Record for T {}

@@ -1,29 +1,48 @@
 //! The maintained collections every trigger kind reads: events resolved to
-//! users (identity stitching), opt-outs, the user's language and timezone,
-//! carts, wishlists, activity and product views.
+//! users (identity stitching), each user's cart and wishlist operations and
+//! activity, and the same facts keyed by product for the event-caused kinds.
 //!
-//! Every collection here is a differential collection at event time: its
-//! contents at time `τ` are the state *known* at `τ` (triggers.md, *Known
-//! state*). Identity stitching gets this for free: an anonymous event joined
-//! with the `identify` that links it appears at the later of the two times.
+//! Every fact carries its [`At`]: its place in the user's application order
+//! (`Seq`: `ts`, tie rank, `event_id`) and its *known* time (triggers.md,
+//! *Known state*). Timely time only says in which bucket a fact became
+//! known; conditions are evaluated to the millisecond from these fields.
 
-use differential_dataflow::Hashable;
 use serde::{Deserialize, Serialize};
 
 use crate::campaign::Retention;
-use crate::model::{Body, Channel, Event, Seq, Time};
-use crate::operators::{with_expiry, Coll};
+use crate::model::{Body, Event, Seq, Time};
+use crate::operators::{with_expiry, Clock, Coll};
 
 /// A user id.
 pub type User = String;
 /// A product id.
 pub type Product = String;
 
+/// Where a fact stands: its application order and when it became known.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct At {
+    pub seq: Seq,
+    pub known: Time,
+}
+
+impl At {
+    fn of(e: &Event) -> At {
+        At {
+            seq: e.seq(),
+            known: e.known,
+        }
+    }
+    /// The fact's event time.
+    pub fn ts(&self) -> Time {
+        self.seq.ts
+    }
+}
+
 /// Attaches to every tracking event its retraction at the end of its
 /// retention window (consent and forget are never forgotten).
-pub fn retain_events<'s>(events: Coll<'s, Event>, retention: &Retention) -> Coll<'s, Event> {
+pub fn retain_events<'s>(events: Coll<'s, Event>, clock: Clock, retention: &Retention) -> Coll<'s, Event> {
     let r = retention.clone();
-    with_expiry(events, "EventRetention", move |e: &Event| {
+    with_expiry(events, clock, "EventRetention", move |e: &Event| {
         let base = match &e.body {
             Body::Consent { .. } | Body::Forget => return None,
             Body::Identify { .. } => r.identity_ms,
@@ -41,18 +60,19 @@ pub fn retain_events<'s>(events: Coll<'s, Event>, retention: &Retention) -> Coll
 
 /// Events resolved to the user they belong to. Events with a `user_id`
 /// belong to it; events with only an `anonymous_id` belong to the user the
-/// earliest `identify` of that anonymous id names, from the later of their
-/// own time and the link's time on; until then they belong to nobody.
+/// earliest `identify` of that anonymous id names, known from the later of
+/// their own known time and the link's; until then they belong to nobody.
 pub fn resolve_users<'s>(events: Coll<'s, Event>) -> Coll<'s, (User, Event)> {
     let links = events
         .clone()
         .flat_map(|e| match (&e.body, &e.user_id, &e.anonymous_id) {
-            (Body::Identify { .. }, Some(u), Some(a)) => Some((a.clone(), (e.seq(), u.clone()))),
+            (Body::Identify { .. }, Some(u), Some(a)) => Some((a.clone(), (e.seq(), u.clone(), e.known))),
             _ => None,
         })
         .reduce_named("IdentityLinks", |_anon, input, output| {
             // Inputs are sorted: the first is the earliest identify.
-            output.push(((input[0].0).1.clone(), 1));
+            let (_, user, known) = input[0].0;
+            output.push(((user.clone(), *known), 1));
         });
     let known = events.clone().flat_map(|e| e.user_id.clone().map(|u| (u, e)));
     let anonymous = events
@@ -60,68 +80,12 @@ pub fn resolve_users<'s>(events: Coll<'s, Event>) -> Coll<'s, (User, Event)> {
             (None, Some(a)) => Some((a.clone(), e)),
             _ => None,
         })
-        .join_map(links, |_anon, e, user| (user.clone(), e.clone()));
+        .join_map(links, |_anon, e, (user, link_known)| {
+            let mut e = e.clone();
+            e.known = e.known.max(*link_known);
+            (user.clone(), e)
+        });
     known.concat(anonymous)
-}
-
-/// Users who are opted out: the latest `consent` of every channel says
-/// `granted: false`, or the user sent `forget` (final).
-pub fn opted_out<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, User> {
-    resolved
-        .flat_map(|(u, e)| match e.body {
-            Body::Consent { channel, granted } => Some((u, (e.seq(), Some((channel, granted))))),
-            Body::Forget => Some((u, (e.seq(), None))),
-            _ => None,
-        })
-        .reduce_named("OptedOut", |_u, input, output| {
-            let mut state = [None::<bool>; 3];
-            for ((_seq, change), _) in input {
-                match change {
-                    None => {
-                        output.push(((), 1));
-                        return;
-                    }
-                    Some((channel, granted)) => {
-                        let i = match channel {
-                            Channel::Push => 0,
-                            Channel::Email => 1,
-                            Channel::Sms => 2,
-                        };
-                        state[i] = Some(*granted);
-                    }
-                }
-            }
-            if state.iter().all(|s| *s == Some(false)) {
-                output.push(((), 1));
-            }
-        })
-        .map(|(u, ())| u)
-}
-
-/// The user's latest known language and timezone (from any event's
-/// `context`, or an `identify`'s `traits`), for users who have either.
-pub fn user_context<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, (Option<String>, Option<String>))> {
-    resolved
-        .flat_map(|(u, e)| {
-            if e.language.is_none() && e.timezone.is_none() {
-                None
-            } else {
-                Some((u, (e.seq(), e.language.clone(), e.timezone.clone())))
-            }
-        })
-        .reduce_named("UserContext", |_u, input, output| {
-            let mut language = None;
-            let mut timezone = None;
-            for ((_seq, l, t), _) in input {
-                if l.is_some() {
-                    language = l.clone();
-                }
-                if t.is_some() {
-                    timezone = t.clone();
-                }
-            }
-            output.push(((language, timezone), 1));
-        })
 }
 
 /// A change to a user's cart or wishlist, or an order that empties both of
@@ -133,11 +97,11 @@ pub enum ListOp {
     Order { products: Vec<Product> },
 }
 
-/// One cart or wishlist operation in application order.
-pub type SeqOp = (Seq, ListOp);
+/// One cart or wishlist operation.
+pub type AtOp = (At, ListOp);
 
-/// Applies operations, sorted by `Seq`, to a list: product -> quantity.
-pub fn apply_ops<'a>(ops: impl Iterator<Item = &'a SeqOp>) -> std::collections::BTreeMap<Product, u64> {
+/// Applies operations, in `Seq` order, to a list: product -> quantity.
+pub fn apply_ops<'a>(ops: impl Iterator<Item = &'a AtOp>) -> std::collections::BTreeMap<Product, u64> {
     let mut list = std::collections::BTreeMap::new();
     for (_, op) in ops {
         match op {
@@ -170,7 +134,7 @@ fn order_products(e: &Event) -> Option<Vec<Product>> {
 }
 
 /// Cart operations per user: `cart_add`, `cart_remove`, `order_placed`.
-pub fn cart_ops<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, SeqOp)> {
+pub fn cart_ops<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, AtOp)> {
     resolved.flat_map(|(u, e)| {
         let op = match &e.body {
             Body::CartAdd { product_id, quantity, .. } => ListOp::Add {
@@ -184,36 +148,72 @@ pub fn cart_ops<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, SeqOp)
                 products: order_products(&e)?,
             },
         };
-        Some((u, (e.seq(), op)))
+        Some((u, (At::of(&e), op)))
     })
 }
 
-/// Wishlist operations per user: `wishlist_add`, `wishlist_remove`, `order_placed`.
-pub fn wishlist_ops<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, SeqOp)> {
+/// What a product-keyed fact says about one user and product.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ProductFact {
+    CartAdd,
+    CartRemove,
+    WishlistAdd,
+    WishlistRemove,
+    /// An order containing the product (removes it from cart and wishlist).
+    Ordered,
+    Viewed,
+}
+
+/// Facts keyed by product: `(product, (user, at, fact))`.
+pub type ByProduct = (Product, (User, At, ProductFact));
+
+/// Cart and wishlist changes and orders, keyed by each product they touch.
+pub fn lists_by_product<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, ByProduct> {
     resolved.flat_map(|(u, e)| {
-        let op = match &e.body {
-            Body::WishlistAdd { product_id } => ListOp::Add {
-                product: product_id.clone(),
-                quantity: 1,
-            },
-            Body::WishlistRemove { product_id } => ListOp::Remove {
-                product: product_id.clone(),
-            },
-            _ => ListOp::Order {
-                products: order_products(&e)?,
-            },
-        };
-        Some((u, (e.seq(), op)))
-    })
-}
-
-/// The current contents of a list (cart or wishlist) per user: `(user, (product, quantity))`.
-pub fn list_contents<'s>(ops: Coll<'s, (User, SeqOp)>, name: &str) -> Coll<'s, (User, (Product, u64))> {
-    ops.reduce_named(name, |_u, input, output| {
-        for (p, q) in apply_ops(input.iter().map(|(op, _)| *op)) {
-            output.push(((p, q), 1));
+        let at = At::of(&e);
+        let single = |p: &String, f: ProductFact| vec![(p.clone(), (u.clone(), at.clone(), f))];
+        match &e.body {
+            Body::CartAdd { product_id, .. } => single(product_id, ProductFact::CartAdd),
+            Body::CartRemove { product_id } => single(product_id, ProductFact::CartRemove),
+            Body::WishlistAdd { product_id } => single(product_id, ProductFact::WishlistAdd),
+            Body::WishlistRemove { product_id } => single(product_id, ProductFact::WishlistRemove),
+            Body::OrderPlaced { .. } => order_products(&e)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| (p, (u.clone(), at.clone(), ProductFact::Ordered)))
+                .collect(),
+            _ => Vec::new(),
         }
     })
+}
+
+/// `product_view`s keyed by product, each kept until `window_ms` after its `ts`.
+pub fn views_by_product<'s>(resolved: Coll<'s, (User, Event)>, clock: Clock, window_ms: Time, name: &str) -> Coll<'s, ByProduct> {
+    let views = resolved.flat_map(|(u, e)| match &e.body {
+        Body::ProductView { product_id, .. } => Some((product_id.clone(), (u, At::of(&e), ProductFact::Viewed))),
+        _ => None,
+    });
+    with_expiry(views, clock, name, move |(_p, (_u, at, _))| Some(at.ts().saturating_add(window_ms)))
+}
+
+/// Whether `p` is in the cart (`cart = true`) or wishlist of a user at `t`,
+/// from that user's facts about `p`, counting only those known at `t`.
+pub fn listed_at<'a>(facts: impl Iterator<Item = (&'a At, &'a ProductFact)>, t: Time, cart: bool) -> bool {
+    let mut latest: Option<(&At, bool)> = None;
+    for (at, f) in facts {
+        if at.known > t {
+            continue;
+        }
+        let member = match (f, cart) {
+            (ProductFact::CartAdd, true) | (ProductFact::WishlistAdd, false) => true,
+            (ProductFact::CartRemove, true) | (ProductFact::WishlistRemove, false) | (ProductFact::Ordered, _) => false,
+            _ => continue,
+        };
+        if latest.is_none_or(|(l, _)| at.seq > l.seq) {
+            latest = Some((at, member));
+        }
+    }
+    latest.is_some_and(|(_, m)| m)
 }
 
 /// What an activity event means to the session-based kinds.
@@ -228,7 +228,7 @@ pub enum ActKind {
 }
 
 /// Activity per user (every tracking event but `identify`, `consent`, `forget`).
-pub fn activity<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, (Seq, ActKind))> {
+pub fn activity<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, (At, ActKind))> {
     resolved.flat_map(|(u, e)| {
         if !e.body.is_activity() {
             return None;
@@ -245,29 +245,46 @@ pub fn activity<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, (Seq, 
             Body::OrderPlaced { .. } => ActKind::Order,
             _ => ActKind::Other,
         };
-        Some((u, (e.seq(), kind)))
+        Some((u, (At::of(&e), kind)))
     })
 }
 
-/// `product_view`s keyed by product: `(product, (user, seq))`, each present
-/// from its time until `window_ms` after its `ts` (inclusive).
-pub fn views_by_product<'s>(resolved: Coll<'s, (User, Event)>, window_ms: Time, name: &str) -> Coll<'s, (Product, (User, Seq))> {
-    let views = resolved.flat_map(|(u, e)| match &e.body {
-        Body::ProductView { product_id, .. } => Some((product_id.clone(), (u, e.seq()))),
-        _ => None,
-    });
-    with_expiry(views, name, move |(_p, (_u, seq))| Some(seq.ts.saturating_add(window_ms).saturating_add(1)))
+/// What the gate needs to know about a user besides the candidates: opt-outs
+/// and the language and timezone their events carry.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum UserFact {
+    Consent { channel: crate::model::Channel, granted: bool },
+    Forget,
+    Context { language: Option<String>, timezone: Option<String> },
 }
 
-/// Orders keyed by each product they contain: `(product, (user, seq))`.
-pub fn orders_by_product<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (Product, (User, Seq))> {
+/// Consents, forgets and context per user.
+pub fn user_facts<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, (At, UserFact))> {
     resolved.flat_map(|(u, e)| {
-        let seq = e.seq();
-        order_products(&e)
-            .unwrap_or_default()
-            .into_iter()
-            .map(move |p| (p, (u.clone(), seq.clone())))
+        let fact = match &e.body {
+            Body::Consent { channel, granted } => UserFact::Consent {
+                channel: *channel,
+                granted: *granted,
+            },
+            Body::Forget => UserFact::Forget,
+            _ if e.language.is_some() || e.timezone.is_some() => UserFact::Context {
+                language: e.language.clone(),
+                timezone: e.timezone.clone(),
+            },
+            _ => return None,
+        };
+        Some((u, (At::of(&e), fact)))
     })
+}
+
+/// The times at which a timer due at `due` may fire: `due` itself and every
+/// later known time among `facts` (the state changes only then), ascending.
+pub fn firing_times(due: Time, known: impl Iterator<Item = Time>) -> Vec<Time> {
+    let mut times: Vec<Time> = known.filter(|&k| k > due).collect();
+    times.push(due);
+    times.sort_unstable();
+    times.dedup();
+    times
 }
 
 /// A deterministic trigger id: a hex hash of the campaign and the parts.
@@ -280,9 +297,4 @@ pub fn trigger_id(campaign: &str, parts: &[&str]) -> String {
         h.update(p.as_bytes());
     }
     hex::encode(&h.finalize()[..16])
-}
-
-/// A stable 64-bit hash (the same in every process of a cluster).
-pub fn stable_hash<T: std::hash::Hash>(t: &T) -> u64 {
-    t.hashed()
 }

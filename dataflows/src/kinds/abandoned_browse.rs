@@ -3,28 +3,31 @@
 use serde::{Deserialize, Serialize};
 
 use crate::campaign::AbandonedBrowse;
-use crate::model::{Item, Seq, Time};
-use crate::operators::{shift_to, Candidate, Coll};
-use crate::state::{trigger_id, ActKind, User};
+use crate::model::{Item, Time};
+use crate::operators::{shift_to, Candidate, Clock, Coll};
+use crate::state::{firing_times, trigger_id, ActKind, At, User};
+
+use super::abandoned_cart::Firing;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum BrowseIn {
-    Act(Seq, ActKind),
+    Act(At, ActKind),
     /// The timer of the activity at this `ts`.
     Due(Time),
 }
 
 /// Let `L` be the time of the user's latest activity. Fires at the first
-/// time `τ >= L + delay` at which the session containing `L` has a
-/// `product_view` and no `cart_add` and no `order_placed`; `items` = the
-/// distinct products viewed in it, most recent first, at most `max_items`.
-/// *id*: `(u, L)`.
-pub fn abandoned_browse<'s>(campaign: &str, params: &AbandonedBrowse, activity: Coll<'s, (User, (Seq, ActKind))>) -> Coll<'s, (User, Candidate)> {
+/// time `τ >= L + delay` at which, on the state known at `τ`, `L` is still
+/// the latest activity and the session containing it has a `product_view`
+/// and no `cart_add` and no `order_placed`; `items` = the distinct products
+/// viewed in it, most recent first, at most `max_items`. *id*: `(u, L)`.
+pub fn abandoned_browse<'s>(campaign: &str, params: &AbandonedBrowse, clock: Clock, activity: Coll<'s, (User, (At, ActKind))>) -> Coll<'s, Firing> {
     let delay = params.delay_ms;
     let gap = params.session_gap_ms;
     let max_items = params.max_items;
     let timers = shift_to(
-        activity.clone().map(|(u, (seq, _))| (u, BrowseIn::Due(seq.ts))),
+        activity.clone().map(|(u, (at, _))| (u, BrowseIn::Due(at.ts()))),
+        clock,
         &format!("{campaign}: browse timers"),
         move |(_, due)| match due {
             BrowseIn::Due(ts) => ts.saturating_add(delay),
@@ -33,56 +36,75 @@ pub fn abandoned_browse<'s>(campaign: &str, params: &AbandonedBrowse, activity: 
     );
     let name = campaign.to_string();
     activity
-        .map(|(u, (seq, kind))| (u, BrowseIn::Act(seq, kind)))
+        .map(|(u, (at, kind))| (u, BrowseIn::Act(at, kind)))
         .concat(timers)
         .reduce_named(&format!("{campaign}: abandoned browse"), move |user, input, output| {
-            // Inputs are sorted: activity by `Seq` first, then timers.
-            let acts: Vec<(&Seq, &ActKind)> = input
+            // Sorted: activity in application order, then timers by time.
+            let acts: Vec<(&At, &ActKind)> = input
                 .iter()
                 .filter_map(|(x, _)| match x {
-                    BrowseIn::Act(seq, kind) => Some((seq, kind)),
+                    BrowseIn::Act(at, kind) => Some((at, kind)),
                     BrowseIn::Due(_) => None,
                 })
                 .collect();
-            let Some(last) = acts.last().map(|(seq, _)| seq.ts) else { return };
-            if !input.iter().any(|(x, _)| matches!(x, BrowseIn::Due(ts) if *ts == last)) {
-                return;
-            }
-            let mut start = acts.len() - 1;
-            while start > 0 && acts[start].0.ts - acts[start - 1].0.ts < gap {
-                start -= 1;
-            }
-            let session = &acts[start..];
-            if session.iter().any(|(_, k)| matches!(k, ActKind::CartAdd | ActKind::Order)) {
-                return;
-            }
-            let mut items: Vec<Item> = Vec::new();
-            for (_, kind) in session.iter().rev() {
-                if let ActKind::View { product } = kind {
-                    if !items.iter().any(|i| &i.product_id == product) {
-                        items.push(Item::product(product.clone()));
-                        if items.len() == max_items {
-                            break;
+            let mut due: Vec<Time> = input
+                .iter()
+                .filter_map(|(x, _)| match x {
+                    BrowseIn::Due(ts) => Some(*ts),
+                    BrowseIn::Act(..) => None,
+                })
+                .collect();
+            due.dedup();
+            for &last in &due {
+                let end = last.saturating_add(delay);
+                // Superseded before it was due: later activity known by `end`.
+                let first_after = acts.partition_point(|(at, _)| at.ts() <= last);
+                if acts[first_after..].iter().any(|(at, _)| at.known <= end) {
+                    continue;
+                }
+                for tau in firing_times(end, acts.iter().map(|(at, _)| at.known)) {
+                    let visible: Vec<&(&At, &ActKind)> = acts.iter().filter(|(at, _)| at.known <= tau).collect();
+                    match visible.last().map(|(at, _)| at.ts()) {
+                        Some(l) if l > last => break,
+                        Some(l) if l == last => {}
+                        _ => continue,
+                    }
+                    let mut start = visible.len() - 1;
+                    while start > 0 && visible[start].0.ts() - visible[start - 1].0.ts() < gap {
+                        start -= 1;
+                    }
+                    let session = &visible[start..];
+                    if session.iter().any(|(_, k)| matches!(k, ActKind::CartAdd | ActKind::Order)) {
+                        continue;
+                    }
+                    let mut items: Vec<Item> = Vec::new();
+                    for (_, kind) in session.iter().rev() {
+                        if let ActKind::View { product } = kind {
+                            if !items.iter().any(|i| &i.product_id == product) {
+                                items.push(Item::product(product.clone()));
+                                if items.len() == max_items {
+                                    break;
+                                }
+                            }
                         }
                     }
+                    if items.is_empty() {
+                        continue;
+                    }
+                    let candidate = Candidate {
+                        trigger_id: trigger_id(&name, &[user, &last.to_string()]),
+                        campaign: name.clone(),
+                        kind: "abandoned_browse".into(),
+                        items,
+                        query: None,
+                        category_id: None,
+                        order_id: None,
+                        audience: None,
+                        reminder: None,
+                    };
+                    output.push(((tau, candidate), 1));
+                    break;
                 }
             }
-            if items.is_empty() {
-                return;
-            }
-            output.push((
-                Candidate {
-                    trigger_id: trigger_id(&name, &[user, &last.to_string()]),
-                    campaign: name.clone(),
-                    kind: "abandoned_browse".into(),
-                    items,
-                    query: None,
-                    category_id: None,
-                    order_id: None,
-                    audience: None,
-                    reminder: None,
-                },
-                1,
-            ));
         })
 }

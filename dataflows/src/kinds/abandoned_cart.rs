@@ -4,29 +4,33 @@ use serde::{Deserialize, Serialize};
 
 use crate::campaign::AbandonedCart;
 use crate::model::{Item, Time};
-use crate::operators::{shift_to, Candidate, Coll};
-use crate::state::{apply_ops, trigger_id, ListOp, SeqOp, User};
+use crate::operators::{shift_to, Candidate, Clock, Coll};
+use crate::state::{apply_ops, firing_times, trigger_id, AtOp, ListOp, User};
 
 /// The reduce's input: the user's cart operations, and one timer per cart
-/// change, present from the change's `ts + delay_ms` on.
+/// change, present from the bucket of the change's `ts + delay_ms` on.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum CartIn {
-    Op(SeqOp),
+    Op(AtOp),
     /// The timer of the cart change at this `ts`.
     Due(Time),
 }
 
+/// A candidate firing at `τ` (ms).
+pub type Firing = (User, (Time, Candidate));
+
 /// Let `L` be the time of the user's latest `cart_add` or `cart_remove`.
-/// Fires at the first time `τ >= T = L + delay` at which cart(u) at `T` is
-/// non-empty and no order was placed in `[L, T]`; `items` = cart(u) at `T`
-/// with latest quantities. *id*: `(u, L)`.
-pub fn abandoned_cart<'s>(campaign: &str, params: &AbandonedCart, cart_ops: Coll<'s, (User, SeqOp)>) -> Coll<'s, (User, Candidate)> {
+/// Fires at the first time `τ >= T = L + delay` at which, on the state known
+/// at `τ`, `L` is still the latest change, cart(u) at `T` is non-empty and no
+/// order was placed in `[L, T]`; `items` = cart(u) at `T` with latest
+/// quantities. *id*: `(u, L)`.
+pub fn abandoned_cart<'s>(campaign: &str, params: &AbandonedCart, clock: Clock, cart_ops: Coll<'s, (User, AtOp)>) -> Coll<'s, Firing> {
     let delay = params.delay_ms;
-    let changes = cart_ops.clone().flat_map(|(u, (seq, op))| match op {
-        ListOp::Add { .. } | ListOp::Remove { .. } => Some((u, CartIn::Due(seq.ts))),
+    let changes = cart_ops.clone().flat_map(|(u, (at, op))| match op {
+        ListOp::Add { .. } | ListOp::Remove { .. } => Some((u, CartIn::Due(at.ts()))),
         ListOp::Order { .. } => None,
     });
-    let timers = shift_to(changes, &format!("{campaign}: cart timers"), move |(_, due)| match due {
+    let timers = shift_to(changes, clock, &format!("{campaign}: cart timers"), move |(_, due)| match due {
         CartIn::Due(ts) => ts.saturating_add(delay),
         CartIn::Op(_) => 0,
     });
@@ -35,7 +39,8 @@ pub fn abandoned_cart<'s>(campaign: &str, params: &AbandonedCart, cart_ops: Coll
         .map(|(u, op)| (u, CartIn::Op(op)))
         .concat(timers)
         .reduce_named(&format!("{campaign}: abandoned cart"), move |user, input, output| {
-            let mut ops: Vec<&SeqOp> = Vec::with_capacity(input.len());
+            // Sorted: operations in application order, then timers by time.
+            let mut ops: Vec<&AtOp> = Vec::with_capacity(input.len());
             let mut due: Vec<Time> = Vec::new();
             for (x, _) in input {
                 match x {
@@ -43,48 +48,50 @@ pub fn abandoned_cart<'s>(campaign: &str, params: &AbandonedCart, cart_ops: Coll
                     CartIn::Due(ts) => due.push(*ts),
                 }
             }
-            let Some(last) = ops
-                .iter()
-                .filter(|(_, op)| !matches!(op, ListOp::Order { .. }))
-                .map(|(seq, _)| seq.ts)
-                .max()
-            else {
-                return;
-            };
-            if !due.contains(&last) {
-                return;
+            due.dedup();
+            let is_change = |op: &ListOp| !matches!(op, ListOp::Order { .. });
+            for &last in &due {
+                let end = last.saturating_add(delay);
+                // Superseded before it was due: a later change known by `end`.
+                if ops.iter().any(|(at, op)| is_change(op) && at.ts() > last && at.known <= end) {
+                    continue;
+                }
+                for tau in firing_times(end, ops.iter().map(|(at, _)| at.known)) {
+                    let visible = || ops.iter().filter(move |(at, _)| at.known <= tau);
+                    let latest = visible().filter(|(_, op)| is_change(op)).map(|(at, _)| at.ts()).max();
+                    match latest {
+                        Some(l) if l > last => break,
+                        Some(l) if l == last => {}
+                        _ => continue,
+                    }
+                    if visible().any(|(at, op)| !is_change(op) && at.ts() >= last && at.ts() <= end) {
+                        break;
+                    }
+                    let cart = apply_ops(visible().filter(|(at, _)| at.ts() <= end).copied());
+                    if cart.is_empty() {
+                        continue;
+                    }
+                    let items = cart
+                        .into_iter()
+                        .map(|(p, q)| Item {
+                            quantity: Some(q),
+                            ..Item::product(p)
+                        })
+                        .collect();
+                    let candidate = Candidate {
+                        trigger_id: trigger_id(&name, &[user, &last.to_string()]),
+                        campaign: name.clone(),
+                        kind: "abandoned_cart".into(),
+                        items,
+                        query: None,
+                        category_id: None,
+                        order_id: None,
+                        audience: None,
+                        reminder: None,
+                    };
+                    output.push(((tau, candidate), 1));
+                    break;
+                }
             }
-            let end = last.saturating_add(delay);
-            let ordered = ops
-                .iter()
-                .any(|(seq, op)| matches!(op, ListOp::Order { .. }) && seq.ts >= last && seq.ts <= end);
-            if ordered {
-                return;
-            }
-            let cart = apply_ops(ops.into_iter().filter(|(seq, _)| seq.ts <= end));
-            if cart.is_empty() {
-                return;
-            }
-            let items = cart
-                .into_iter()
-                .map(|(p, q)| Item {
-                    quantity: Some(q),
-                    ..Item::product(p)
-                })
-                .collect();
-            output.push((
-                Candidate {
-                    trigger_id: trigger_id(&name, &[user, &last.to_string()]),
-                    campaign: name.clone(),
-                    kind: "abandoned_cart".into(),
-                    items,
-                    query: None,
-                    category_id: None,
-                    order_id: None,
-                    audience: None,
-                    reminder: None,
-                },
-                1,
-            ));
         })
 }

@@ -1,98 +1,68 @@
 //! `price_drop`: the price of a product the user cares about fell.
 
-use serde::{Deserialize, Serialize};
-
 use crate::campaign::{Audience, PriceDrop};
-use crate::model::{Item, Money, Seq, Time};
+use crate::model::{Item, Money, Time};
 use crate::operators::{Candidate, Coll, ProductChange};
-use crate::state::{trigger_id, Product, User};
+use crate::state::{listed_at, trigger_id, At, ByProduct, Product, ProductFact, User};
 
-/// Why a user may be in the audience of one drop.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum Reason {
-    Cart,
-    Wishlist,
-    Viewed(Seq),
-    Ordered(Seq),
-}
+use super::abandoned_cart::Firing;
 
 type DropKey = (User, Product, Time, Money, Money);
 
 /// A `prices` message for `p` at `t` whose new price is at most the old one
 /// times `1 - min_drop` fires at `t` for every user in the first audience
-/// that holds: `cart` (p in cart(u) at t), `wishlist` (p in wishlist(u) at
-/// t), `viewed` (u viewed p within `view_window_ms` before t and ordered no p
-/// after the latest such view). *id*: `(u, p, t)`.
+/// that holds on the state known at `t`: `cart` (p in cart(u)), `wishlist`
+/// (p in wishlist(u)), `viewed` (u viewed p in `[t - view_window, t]` and
+/// ordered no p after the latest such view). *id*: `(u, p, t)`.
 ///
-/// `changes` holds transient facts (present during `[t, t+1)`), so each join
-/// below sees the users' state known at `t` and nothing later.
+/// `changes` holds transient facts, present in the bucket of `t` only; each
+/// joined fact carries its known time, and only those known at `t` count.
 pub fn price_drop<'s>(
     campaign: &str,
     params: &PriceDrop,
     changes: Coll<'s, (Product, ProductChange)>,
-    cart: Coll<'s, (User, (Product, u64))>,
-    wishlist: Coll<'s, (User, (Product, u64))>,
-    views_by_product: Coll<'s, (Product, (User, Seq))>,
-    orders_by_product: Coll<'s, (Product, (User, Seq))>,
-) -> Coll<'s, (User, Candidate)> {
+    lists_by_product: Coll<'s, ByProduct>,
+    views_by_product: Coll<'s, ByProduct>,
+) -> Coll<'s, Firing> {
     let factor = 1.0 - params.min_drop_pct / 100.0;
     let drops = changes.flat_map(move |(p, change)| match change {
         ProductChange::Price { ts, old: Some(old), new } if new.0 <= old.0 * factor => Some((p, (ts, old, new))),
         _ => None,
     });
-    let key = |p: &Product, (ts, old, new): &(Time, Money, Money), u: &User| -> DropKey { (u.clone(), p.clone(), *ts, *old, *new) };
-    let mut reasons: Vec<Coll<'s, (DropKey, Reason)>> = Vec::new();
-    for audience in &params.audiences {
-        match audience {
-            Audience::Cart => reasons.push(
-                drops
-                    .clone()
-                    .join_map(cart.clone().map(|(u, (p, _))| (p, u)), move |p, d, u| (key(p, d, u), Reason::Cart)),
-            ),
-            Audience::Wishlist => reasons.push(
-                drops
-                    .clone()
-                    .join_map(wishlist.clone().map(|(u, (p, _))| (p, u)), move |p, d, u| (key(p, d, u), Reason::Wishlist)),
-            ),
-            Audience::Viewed => {
-                reasons.push(
-                    drops
-                        .clone()
-                        .join_map(views_by_product.clone(), move |p, d, (u, seq)| (key(p, d, u), Reason::Viewed(seq.clone()))),
-                );
-                reasons.push(
-                    drops
-                        .clone()
-                        .join_map(orders_by_product.clone(), move |p, d, (u, seq)| (key(p, d, u), Reason::Ordered(seq.clone()))),
-                );
-            }
-        }
-    }
+    let facts = if params.audiences.contains(&Audience::Viewed) {
+        lists_by_product.concat(views_by_product)
+    } else {
+        lists_by_product
+    };
+    let window = params.view_window_ms;
     let audiences = params.audiences.clone();
     let name = campaign.to_string();
-    differential_dataflow::collection::concatenate(drops.scope(), reasons)
-        .reduce_named(&format!("{campaign}: price drop audience"), move |_key, input, output| {
+    drops
+        .join_map(facts, |p, (t, old, new), (u, at, fact)| {
+            ((u.clone(), p.clone(), *t, *old, *new), (at.clone(), fact.clone()))
+        })
+        .filter(|((_, _, t, _, _), (at, _))| at.known <= *t)
+        .reduce_named(&format!("{campaign}: price drop audience"), move |key: &DropKey, input, output| {
+            let t = key.2;
+            let facts = || input.iter().map(|((at, f), _)| (at, f));
             let holds = |a: &Audience| match a {
-                Audience::Cart => input.iter().any(|(r, _)| matches!(r, Reason::Cart)),
-                Audience::Wishlist => input.iter().any(|(r, _)| matches!(r, Reason::Wishlist)),
+                Audience::Cart => listed_at(facts(), t, true),
+                Audience::Wishlist => listed_at(facts(), t, false),
                 Audience::Viewed => {
-                    let last_view = input
-                        .iter()
-                        .filter_map(|(r, _)| match r {
-                            Reason::Viewed(s) => Some(s),
-                            _ => None,
-                        })
+                    let last_view: Option<&At> = facts()
+                        .filter(|(at, f)| **f == ProductFact::Viewed && at.ts().saturating_add(window) >= t && at.ts() <= t)
+                        .map(|(at, _)| at)
                         .max();
-                    last_view.is_some_and(|v| !input.iter().any(|(r, _)| matches!(r, Reason::Ordered(o) if o > v)))
+                    last_view.is_some_and(|v| !facts().any(|(at, f)| *f == ProductFact::Ordered && at.seq > v.seq))
                 }
             };
             if let Some(a) = audiences.iter().find(|a| holds(a)) {
                 output.push((a.name().to_string(), 1));
             }
         })
-        .map(move |((user, p, ts, old, new), audience)| {
+        .map(move |((user, p, t, old, new), audience)| {
             let candidate = Candidate {
-                trigger_id: trigger_id(&name, &[&user, &p, &ts.to_string()]),
+                trigger_id: trigger_id(&name, &[&user, &p, &t.to_string()]),
                 campaign: name.clone(),
                 kind: "price_drop".into(),
                 items: vec![Item {
@@ -106,6 +76,6 @@ pub fn price_drop<'s>(
                 audience: Some(audience),
                 reminder: None,
             };
-            (user, candidate)
+            (user, (t, candidate))
         })
 }
