@@ -28,6 +28,9 @@ pub enum ReplayError {
     Timely(String),
 }
 
+/// Records sent between two waits for the dataflow to catch up.
+const CHUNK: usize = 20_000;
+
 /// What a replay read and fired.
 #[derive(Debug, Default)]
 pub struct ReplaySummary {
@@ -130,10 +133,24 @@ pub fn replay(sources: Sources, config: &Config, workers: usize, until: Option<T
                     sink.borrow_mut().push(t);
                 }
             });
+            // Feed in time order, a chunk at a time, so that only a few
+            // distinct times are in flight at once (progress tracking cost
+            // grows with them).
+            let mut local: Vec<Input> = local.into_iter().filter(|i| i.time() <= close).collect();
+            local.sort_unstable_by_key(|i| i.time());
+            let mut since_step = 0usize;
             for input in local {
-                if input.time() <= close {
-                    job.send(input);
+                let at = input.time();
+                if since_step >= CHUNK && job.frontier().is_some_and(|f| clock.at(at) > clock.at(f)) {
+                    job.advance_to(at);
+                    let through = at.saturating_sub(clock.bucket_ms);
+                    while !job.done_through(through) {
+                        worker.step();
+                    }
+                    since_step = 0;
                 }
+                job.send(input);
+                since_step += 1;
             }
             job.advance_to(clock.after(close));
             tracing::debug!(worker = index, elapsed_ms = t0.elapsed().as_millis() as u64, "sent");

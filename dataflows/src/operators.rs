@@ -59,6 +59,26 @@ fn frontier_time(frontier: &timely::progress::frontier::MutableAntichain<Time>) 
     frontier.frontier().iter().next().copied()
 }
 
+/// Keeps `held` at or below `t`, deriving a capability from `cap` if needed:
+/// operators hold one capability, at their least pending time.
+fn hold(held: &mut Option<Capability<Time>>, cap: &timely::dataflow::operators::InputCapability<Time>, t: Time) {
+    if held.as_ref().is_none_or(|h| *h.time() > t) {
+        *held = Some(cap.delayed(&t, 0));
+    }
+}
+
+/// Moves `held` up to the least pending time, or drops it when nothing is pending.
+fn release<V>(held: &mut Option<Capability<Time>>, pending: &BTreeMap<Time, V>) {
+    match pending.keys().next() {
+        Some(&t) => {
+            if let Some(h) = held.as_mut() {
+                h.downgrade(&t)
+            }
+        }
+        None => *held = None,
+    }
+}
+
 /// Holds updates whose time is beyond the input frontier, releasing each
 /// group once the frontier reaches its time. Output equals input.
 pub fn hold_future<'s, D, R>(coll: VecCollection<'s, Time, D, R>, name: &str) -> VecCollection<'s, Time, D, R>
@@ -152,7 +172,8 @@ pub fn dedup_events<'s>(events: Stream<'s, Time, Vec<(Event, Time, isize)>>, win
             Exchange::new(|u: &(Event, Time, isize)| u.0.event_id.hashed()),
             "DedupEventId",
             move |_cap, _info| {
-                let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Event>)> = BTreeMap::new();
+                let mut pending: BTreeMap<Time, Vec<Event>> = BTreeMap::new();
+                let mut held: Option<Capability<Time>> = None;
                 let mut seen: HashMap<String, Time> = HashMap::new();
                 let mut expiries: BTreeMap<Time, Vec<String>> = BTreeMap::new();
                 move |(input, frontier), output| {
@@ -163,11 +184,8 @@ pub fn dedup_events<'s>(events: Stream<'s, Time, Vec<(Event, Time, isize)>>, win
                             if r <= 0 {
                                 continue;
                             }
-                            pending
-                                .entry(t)
-                                .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
-                                .1
-                                .push(e);
+                            pending.entry(t).or_default().push(e);
+                            hold(&mut held, &cap, t);
                         }
                     });
                     let f = frontier_time(frontier);
@@ -176,7 +194,8 @@ pub fn dedup_events<'s>(events: Stream<'s, Time, Vec<(Event, Time, isize)>>, win
                         if f.is_some_and(|f| t >= f) {
                             break;
                         }
-                        let (cap, mut batch) = entry.remove();
+                        let mut batch = entry.remove();
+                        let cap = held.as_ref().expect("held capability").delayed(&t);
                         batch.sort();
                         let mut session = output.session(&cap);
                         for e in batch {
@@ -189,6 +208,7 @@ pub fn dedup_events<'s>(events: Stream<'s, Time, Vec<(Event, Time, isize)>>, win
                             session.give((e, t, 1isize));
                         }
                     }
+                    release(&mut held, &pending);
                     // Forget ids whose window has passed.
                     let horizon = f.unwrap_or(Time::MAX);
                     while let Some(entry) = expiries.first_entry() {
@@ -252,7 +272,8 @@ pub fn product_changes<'s>(msgs: Coll<'s, ProductMsg>, clock: Clock) -> Coll<'s,
             Exchange::new(|u: &(ProductMsg, Time, isize)| u.0.product_id().hashed()),
             "ProductLatest",
             |_cap, _info| {
-                let mut pending: BTreeMap<Time, (Capability<Time>, Vec<ProductMsg>)> = BTreeMap::new();
+                let mut pending: BTreeMap<Time, Vec<ProductMsg>> = BTreeMap::new();
+                let mut held: Option<Capability<Time>> = None;
                 // product -> (ts of latest price, price), (ts of latest stock, quantity)
                 let mut prices: HashMap<String, (Time, Money)> = HashMap::new();
                 let mut stock: HashMap<String, (Time, u64)> = HashMap::new();
@@ -264,11 +285,8 @@ pub fn product_changes<'s>(msgs: Coll<'s, ProductMsg>, clock: Clock) -> Coll<'s,
                             if r <= 0 {
                                 continue;
                             }
-                            pending
-                                .entry(t)
-                                .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
-                                .1
-                                .push(m);
+                            pending.entry(t).or_default().push(m);
+                            hold(&mut held, &cap, t);
                         }
                     });
                     let f = frontier_time(frontier);
@@ -277,7 +295,8 @@ pub fn product_changes<'s>(msgs: Coll<'s, ProductMsg>, clock: Clock) -> Coll<'s,
                         if f.is_some_and(|f| t >= f) {
                             break;
                         }
-                        let (cap, mut batch) = entry.remove();
+                        let mut batch = entry.remove();
+                        let cap = held.as_ref().expect("held capability").delayed(&t);
                         // Prices before stock at one time, so that a restock sees the
                         // price set at the same moment; then by product and value.
                         batch.sort_by(|a, b| (a.ts(), a).cmp(&(b.ts(), b)));
@@ -313,6 +332,7 @@ pub fn product_changes<'s>(msgs: Coll<'s, ProductMsg>, clock: Clock) -> Coll<'s,
                             }
                         }
                     }
+                    release(&mut held, &pending);
                 }
             },
         )
@@ -348,7 +368,8 @@ pub fn fire_once<'s>(ready: Coll<'s, Ready>, remember_ms: Time) -> Stream<'s, Ti
         Exchange::new(|u: &(Ready, Time, isize)| (u.0).1 .1.trigger_id.hashed()),
         "FireOnce",
         move |_cap, _info| {
-            let mut pending: BTreeMap<Time, (Capability<Time>, Vec<(Ready, Time, isize)>)> = BTreeMap::new();
+            let mut pending: BTreeMap<Time, Vec<(Ready, Time, isize)>> = BTreeMap::new();
+            let mut held: Option<Capability<Time>> = None;
             let mut fired: HashMap<String, Time> = HashMap::new();
             let mut expiries: BTreeMap<Time, Vec<String>> = BTreeMap::new();
             move |(input, frontier), output| {
@@ -356,11 +377,8 @@ pub fn fire_once<'s>(ready: Coll<'s, Ready>, remember_ms: Time) -> Stream<'s, Ti
                     let Some(&least) = cap.least() else { return };
                     for (d, t, r) in data.drain(..) {
                         let t = t.max(least);
-                        pending
-                            .entry(t)
-                            .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
-                            .1
-                            .push((d, t, r));
+                        pending.entry(t).or_default().push((d, t, r));
+                        hold(&mut held, &cap, t);
                     }
                 });
                 let f = frontier_time(frontier);
@@ -369,7 +387,8 @@ pub fn fire_once<'s>(ready: Coll<'s, Ready>, remember_ms: Time) -> Stream<'s, Ti
                     if f.is_some_and(|f| t >= f) {
                         break;
                     }
-                    let (cap, mut batch) = entry.remove();
+                    let mut batch = entry.remove();
+                        let cap = held.as_ref().expect("held capability").delayed(&t);
                     consolidate_updates(&mut batch);
                     let mut session = output.session(&cap);
                     for ((user, (tau, cand, language, timezone)), _t, r) in batch {
@@ -396,6 +415,7 @@ pub fn fire_once<'s>(ready: Coll<'s, Ready>, remember_ms: Time) -> Stream<'s, Ti
                         });
                     }
                 }
+                release(&mut held, &pending);
                 let horizon = f.unwrap_or(Time::MAX);
                 while let Some(entry) = expiries.first_entry() {
                     if *entry.key() >= horizon {

@@ -55,11 +55,25 @@ pub fn abandoned_browse<'s>(campaign: &str, params: &AbandonedBrowse, clock: Clo
                 })
                 .collect();
             due.dedup();
+            // Only firings in the bucket being evaluated are output (earlier
+            // ones were emitted when their bucket was evaluated; the emitter
+            // remembers them): `recent` is that bucket's start.
+            let horizon = acts.iter().map(|(at, _)| at.known).chain(due.iter().map(|d| d.saturating_add(delay))).max().unwrap_or(0);
+            let recent = clock.at(horizon);
+            let late_now = acts.iter().any(|(at, _)| at.known >= recent && at.known > at.ts());
+            // min_known[i]: the least known time among acts[i..].
+            let mut min_known = vec![Time::MAX; acts.len() + 1];
+            for i in (0..acts.len()).rev() {
+                min_known[i] = min_known[i + 1].min(acts[i].0.known);
+            }
             for &last in &due {
                 let end = last.saturating_add(delay);
+                if end < recent && !late_now {
+                    continue;
+                }
                 // Superseded before it was due: later activity known by `end`.
                 let first_after = acts.partition_point(|(at, _)| at.ts() <= last);
-                if acts[first_after..].iter().any(|(at, _)| at.known <= end) {
+                if min_known[first_after] <= end {
                     continue;
                 }
                 for tau in firing_times(end, acts.iter().map(|(at, _)| at.known)) {
@@ -102,7 +116,9 @@ pub fn abandoned_browse<'s>(campaign: &str, params: &AbandonedBrowse, clock: Clo
                         audience: None,
                         reminder: None,
                     };
-                    output.push(((tau, candidate), 1));
+                    if tau >= recent {
+                        output.push(((tau, candidate), 1));
+                    }
                     break;
                 }
             }

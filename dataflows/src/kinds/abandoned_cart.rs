@@ -50,8 +50,16 @@ pub fn abandoned_cart<'s>(campaign: &str, params: &AbandonedCart, clock: Clock, 
             }
             due.dedup();
             let is_change = |op: &ListOp| !matches!(op, ListOp::Order { .. });
+            // Only firings in the bucket being evaluated are output (see
+            // abandoned_browse): `recent` is that bucket's start.
+            let horizon = ops.iter().map(|(at, _)| at.known).chain(due.iter().map(|d| d.saturating_add(delay))).max().unwrap_or(0);
+            let recent = clock.at(horizon);
+            let late_now = ops.iter().any(|(at, _)| at.known >= recent && at.known > at.ts());
             for &last in &due {
                 let end = last.saturating_add(delay);
+                if end < recent && !late_now {
+                    continue;
+                }
                 // Superseded before it was due: a later change known by `end`.
                 if ops.iter().any(|(at, op)| is_change(op) && at.ts() > last && at.known <= end) {
                     continue;
@@ -89,7 +97,9 @@ pub fn abandoned_cart<'s>(campaign: &str, params: &AbandonedCart, clock: Clock, 
                         audience: None,
                         reminder: None,
                     };
-                    output.push(((tau, candidate), 1));
+                    if tau >= recent {
+                        output.push(((tau, candidate), 1));
+                    }
                     break;
                 }
             }
