@@ -238,7 +238,11 @@ fn decode_event(payload: &[u8]) -> Result<Event, BadRecord> {
             Body::OrderPlaced {
                 order_id: ident("order_id", r.order_id)?,
                 items,
-                payment: one_of("payment", r.payment, &["secure", "cash_on_delivery", "other"])?,
+                payment: one_of(
+                    "payment",
+                    r.payment,
+                    &["secure", "cash_on_delivery", "other"],
+                )?,
             }
         }
         "order_delivered" => Body::OrderDelivered {
@@ -441,9 +445,12 @@ pub struct RecordedLine<'a> {
 /// Decodes one line of a recording: the topic it came from and its record.
 pub fn decode_line(line: &str, topics: &TopicNames) -> Result<(Topic, Input), BadRecord> {
     let rec: RecordedLine = serde_json::from_str(line).map_err(from_json_error)?;
-    let topic = topics
-        .role(&rec.topic)
-        .ok_or_else(|| bad(BadReason::UnknownTopic, format!("unknown topic `{}`", rec.topic)))?;
+    let topic = topics.role(&rec.topic).ok_or_else(|| {
+        bad(
+            BadReason::UnknownTopic,
+            format!("unknown topic `{}`", rec.topic),
+        )
+    })?;
     let input = decode(topic, rec.value.get().as_bytes())?;
     Ok((topic, input))
 }
@@ -502,15 +509,51 @@ mod tests {
     fn rejects_contract_breaches() {
         let cases: [(Topic, &str, BadReason); 10] = [
             (Topic::Tracking, "this is not json", BadReason::InvalidJson),
-            (Topic::Tracking, r#"{"type":"cart_add","ts":1}"#, BadReason::MissingField),
-            (Topic::Tracking, r#"{"event_id":"1","type":"cart_add","ts":1,"user_id":"u"}"#, BadReason::MissingField),
-            (Topic::Tracking, r#"{"event_id":"","type":"app_open","ts":1,"user_id":"u"}"#, BadReason::InvalidValue),
-            (Topic::Tracking, r#"{"event_id":"1","type":"app_open","ts":"1","user_id":"u"}"#, BadReason::InvalidPayload),
-            (Topic::Tracking, r#"{"event_id":"1","type":"order_placed","ts":1,"user_id":"u","order_id":"o","items":[]}"#, BadReason::InvalidValue),
-            (Topic::Tracking, r#"{"event_id":"1","type":"identify","ts":1,"user_id":"u"}"#, BadReason::MissingField),
-            (Topic::Prices, r#"{"product_id":"p12","price":-3,"ts":1}"#, BadReason::InvalidValue),
-            (Topic::Stock, r#"{"product_id":"p","quantity":-1,"ts":1}"#, BadReason::InvalidPayload),
-            (Topic::Catalog, r#"{"product_id":"p","ts":1}"#, BadReason::MissingField),
+            (
+                Topic::Tracking,
+                r#"{"type":"cart_add","ts":1}"#,
+                BadReason::MissingField,
+            ),
+            (
+                Topic::Tracking,
+                r#"{"event_id":"1","type":"cart_add","ts":1,"user_id":"u"}"#,
+                BadReason::MissingField,
+            ),
+            (
+                Topic::Tracking,
+                r#"{"event_id":"","type":"app_open","ts":1,"user_id":"u"}"#,
+                BadReason::InvalidValue,
+            ),
+            (
+                Topic::Tracking,
+                r#"{"event_id":"1","type":"app_open","ts":"1","user_id":"u"}"#,
+                BadReason::InvalidPayload,
+            ),
+            (
+                Topic::Tracking,
+                r#"{"event_id":"1","type":"order_placed","ts":1,"user_id":"u","order_id":"o","items":[]}"#,
+                BadReason::InvalidValue,
+            ),
+            (
+                Topic::Tracking,
+                r#"{"event_id":"1","type":"identify","ts":1,"user_id":"u"}"#,
+                BadReason::MissingField,
+            ),
+            (
+                Topic::Prices,
+                r#"{"product_id":"p12","price":-3,"ts":1}"#,
+                BadReason::InvalidValue,
+            ),
+            (
+                Topic::Stock,
+                r#"{"product_id":"p","quantity":-1,"ts":1}"#,
+                BadReason::InvalidPayload,
+            ),
+            (
+                Topic::Catalog,
+                r#"{"product_id":"p","ts":1}"#,
+                BadReason::MissingField,
+            ),
         ];
         for (topic, payload, reason) in cases {
             let err = decode(topic, payload.as_bytes()).expect_err(payload);

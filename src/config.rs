@@ -6,9 +6,9 @@
 
 use std::path::Path;
 
-use dataflows::campaign::{Audience, Campaign, Kind, Retention};
 #[cfg(test)]
 use dataflows::campaign;
+use dataflows::campaign::{Audience, Campaign, Kind, Retention};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -244,7 +244,10 @@ impl ConfigFile {
                 for (i, c) in list.into_iter().enumerate() {
                     let c = resolve_campaign(i, c, &retention)?;
                     if out.iter().any(|o| o.name == c.name) {
-                        return Err(invalid(format!("campaign[{i}].name"), format!("duplicate campaign name `{}`", c.name)));
+                        return Err(invalid(
+                            format!("campaign[{i}].name"),
+                            format!("duplicate campaign name `{}`", c.name),
+                        ));
                     }
                     out.push(c);
                 }
@@ -272,14 +275,28 @@ impl ConfigFile {
     }
 }
 
-fn resolve_campaign(i: usize, c: CampaignConfig, retention: &Retention) -> Result<Campaign, ConfigError> {
+fn resolve_campaign(
+    i: usize,
+    c: CampaignConfig,
+    retention: &Retention,
+) -> Result<Campaign, ConfigError> {
     let f = |name: &str| format!("campaign[{i}].{name}");
     if c.name.is_empty() || c.name.len() > 256 {
-        return Err(invalid(f("name"), "must be a non-empty string of at most 256 bytes"));
+        return Err(invalid(
+            f("name"),
+            "must be a non-empty string of at most 256 bytes",
+        ));
     }
     let mut kind = Kind::default_for(&c.kind).ok_or_else(|| {
         let known: Vec<&str> = Kind::defaults().iter().map(|k| k.name()).collect();
-        invalid(f("kind"), format!("unknown kind `{}`; known kinds: {}", c.kind, known.join(", ")))
+        invalid(
+            f("kind"),
+            format!(
+                "unknown kind `{}`; known kinds: {}",
+                c.kind,
+                known.join(", ")
+            ),
+        )
     })?;
     // Parameters that do not belong to the kind are rejected, by name.
     let given: [(&str, bool); 6] = [
@@ -298,10 +315,19 @@ fn resolve_campaign(i: usize, c: CampaignConfig, retention: &Retention) -> Resul
     };
     for (name, present) in given {
         if present && !allowed.contains(&name) {
-            return Err(invalid(f(name), format!("not a parameter of kind `{}`", c.kind)));
+            return Err(invalid(
+                f(name),
+                format!("not a parameter of kind `{}`", c.kind),
+            ));
         }
     }
-    let positive = |name: &str, v: u64| if v == 0 { Err(invalid(f(name), "must be > 0")) } else { Ok(v) };
+    let positive = |name: &str, v: u64| {
+        if v == 0 {
+            Err(invalid(f(name), "must be > 0"))
+        } else {
+            Ok(v)
+        }
+    };
     match &mut kind {
         Kind::AbandonedCart(p) => {
             if let Some(d) = c.delay_ms {
@@ -322,7 +348,10 @@ fn resolve_campaign(i: usize, c: CampaignConfig, retention: &Retention) -> Resul
                 p.session_gap_ms = positive("session_gap_ms", g)?;
             }
             if p.delay_ms >= retention.activity_ms {
-                return Err(invalid(f("delay_ms"), "must be shorter than retention.activity_ms"));
+                return Err(invalid(
+                    f("delay_ms"),
+                    "must be shorter than retention.activity_ms",
+                ));
             }
         }
         Kind::PriceDrop(p) => {
@@ -338,7 +367,10 @@ fn resolve_campaign(i: usize, c: CampaignConfig, retention: &Retention) -> Resul
             if p.view_window_ms >= retention.activity_ms {
                 return Err(invalid(
                     f("view_window_ms"),
-                    format!("must be shorter than retention.activity_ms ({} ms)", retention.activity_ms),
+                    format!(
+                        "must be shorter than retention.activity_ms ({} ms)",
+                        retention.activity_ms
+                    ),
                 ));
             }
             if let Some(a) = c.audiences {
@@ -358,7 +390,10 @@ fn resolve_campaign(i: usize, c: CampaignConfig, retention: &Retention) -> Resul
     }
     if let Kind::AbandonedCart(p) = &kind {
         if p.delay_ms >= retention.cart_ms {
-            return Err(invalid(f("delay_ms"), "must be shorter than retention.cart_ms"));
+            return Err(invalid(
+                f("delay_ms"),
+                "must be shorter than retention.cart_ms",
+            ));
         }
     }
     Ok(Campaign { name: c.name, kind })
@@ -372,7 +407,15 @@ mod tests {
     fn default_runs_every_kind_once() {
         let c = Config::default();
         let names: Vec<&str> = c.campaigns.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["abandoned_cart", "abandoned_browse", "price_drop", "back_in_stock"]);
+        assert_eq!(
+            names,
+            [
+                "abandoned_cart",
+                "abandoned_browse",
+                "price_drop",
+                "back_in_stock"
+            ]
+        );
     }
 
     #[test]
@@ -393,7 +436,9 @@ mod tests {
         assert_eq!(c.campaigns.len(), 2);
         assert_eq!(
             c.campaigns[1].kind,
-            Kind::AbandonedCart(campaign::AbandonedCart { delay_ms: 86_400_000 })
+            Kind::AbandonedCart(campaign::AbandonedCart {
+                delay_ms: 86_400_000
+            })
         );
     }
 
@@ -411,11 +456,16 @@ mod tests {
             let err = Config::parse(text, "test").unwrap_err().to_string();
             assert!(err.contains(field), "{text}: {err}");
         }
-        let err = Config::parse("[topics]\ntracking='t'\nbogus=1", "test").unwrap_err().to_string();
-        assert!(err.contains("bogus"), "{err}");
-        let err = Config::parse("[[campaign]]\nname='x'\nkind='abandoned_cart'\ndelay_ms=-5", "test")
+        let err = Config::parse("[topics]\ntracking='t'\nbogus=1", "test")
             .unwrap_err()
             .to_string();
+        assert!(err.contains("bogus"), "{err}");
+        let err = Config::parse(
+            "[[campaign]]\nname='x'\nkind='abandoned_cart'\ndelay_ms=-5",
+            "test",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("delay_ms"), "{err}");
     }
 }

@@ -53,7 +53,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 1_700_000_000_000)]
     pub start_ms: u64,
     /// Average event rate, in events per simulated second (decides the time span).
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, default_value_t = 1.0)]
     pub rate_per_s: f64,
     /// Share of tracking events sent only with an anonymous_id (later identified), 0..1.
     #[arg(long, default_value_t = 0.05)]
@@ -68,7 +68,7 @@ impl Default for GenerateArgs {
             products: 1_000,
             seed: 42,
             start_ms: 1_700_000_000_000,
-            rate_per_s: 50.0,
+            rate_per_s: 1.0,
             anonymous_share: 0.05,
         }
     }

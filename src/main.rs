@@ -61,6 +61,28 @@ enum Command {
         #[command(flatten)]
         args: record::RecordArgs,
     },
+    /// Run the job on generated traffic, with no broker, and show what fires.
+    Demo {
+        #[command(flatten)]
+        traffic: tripwire::generate::GenerateArgs,
+        /// Configuration file (TOML); without it every kind runs with default parameters.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Worker threads.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// How many trigger records to print.
+        #[arg(long, default_value_t = 10)]
+        show: usize,
+    },
+    /// Write generated traffic as a recording (JSON lines), for replay or a Kafka producer.
+    Generate {
+        #[command(flatten)]
+        traffic: tripwire::generate::GenerateArgs,
+        /// Where to write the recording (`-` for stdout).
+        #[arg(long, default_value = "-")]
+        output: PathBuf,
+    },
     /// Validate a configuration file and print the resolved campaigns.
     CheckConfig {
         /// The configuration file.
@@ -120,14 +142,99 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run { .. } => anyhow::bail!("`run` is not built yet"),
-        Command::Record { .. } => anyhow::bail!("`record` is not built yet"),
+        Command::Run {
+            args,
+            config,
+            workers,
+        } => {
+            let config = load_config(config.as_ref())?;
+            live::run(args, config, workers)
+        }
+        Command::Record { args } => record::run(args),
+        Command::Demo {
+            traffic,
+            config,
+            workers,
+            show,
+        } => {
+            let config = load_config(config.as_ref())?;
+            anyhow::ensure!(workers > 0, "--workers must be at least 1");
+            demo(&traffic, &config, workers, show)
+        }
+        Command::Generate { traffic, output } => {
+            let mut out: Box<dyn std::io::Write> = if output.as_os_str() == "-" {
+                Box::new(std::io::stdout().lock())
+            } else {
+                Box::new(
+                    std::fs::File::create(&output)
+                        .with_context(|| format!("creating {}", output.display()))?,
+                )
+            };
+            let n = tripwire::generate::write_jsonl(&traffic, &mut out)?;
+            tracing::info!(records = n, "generated");
+            Ok(())
+        }
         Command::CheckConfig { file } => {
-            let config = Config::load(&file).with_context(|| format!("checking {}", file.display()))?;
+            let config =
+                Config::load(&file).with_context(|| format!("checking {}", file.display()))?;
             for c in &config.campaigns {
                 println!("{}", serde_json::to_string(c)?);
             }
             Ok(())
         }
     }
+}
+
+/// Generates traffic in memory, replays it and prints a sample and a summary.
+fn demo(
+    traffic: &tripwire::generate::GenerateArgs,
+    config: &Config,
+    workers: usize,
+    show: usize,
+) -> anyhow::Result<()> {
+    use std::collections::BTreeMap;
+    let started = std::time::Instant::now();
+    let mut text = String::new();
+    let mut events = 0u64;
+    for line in tripwire::generate::lines(traffic) {
+        text.push_str(&line);
+        text.push('\n');
+        events += 1;
+    }
+    let generated = started.elapsed();
+    let started = std::time::Instant::now();
+    let summary = replay::replay(vec![("generated".into(), text)], config, workers, None)?;
+    let elapsed = started.elapsed();
+    println!(
+        "First {} of {} trigger records:",
+        show.min(summary.triggers.len()),
+        summary.triggers.len()
+    );
+    for t in summary.triggers.iter().take(show) {
+        println!("  {}", serde_json::to_string(t)?);
+    }
+    let mut per_campaign: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for t in &summary.triggers {
+        *per_campaign
+            .entry((t.campaign.as_str(), t.kind.as_str()))
+            .or_default() += 1;
+    }
+    println!();
+    println!("Summary");
+    println!(
+        "  records replayed   {events} ({} bad), generated in {:.2} s",
+        summary.bad_records,
+        generated.as_secs_f64()
+    );
+    println!("  event time closed  {} ms", summary.closed_at);
+    println!(
+        "  replay             {:.2} s on {workers} worker(s), {:.0} records/s",
+        elapsed.as_secs_f64(),
+        events as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    println!("  triggers by campaign:");
+    for ((campaign, kind), n) in per_campaign {
+        println!("    {campaign:<24} {kind:<20} {n}");
+    }
+    Ok(())
 }

@@ -19,11 +19,17 @@ use crate::telemetry::{BadRecordSeen, RecordsRead, TriggerEmitted};
 #[derive(Debug, Error)]
 pub enum ReplayError {
     #[error("cannot read input {path}: {source}")]
-    Input { path: String, source: std::io::Error },
+    Input {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("input {0} has no *.jsonl file")]
     EmptyDir(String),
     #[error("cannot write output {path}: {source}")]
-    Output { path: String, source: std::io::Error },
+    Output {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("timely: {0}")]
     Timely(String),
 }
@@ -94,7 +100,12 @@ pub fn read_sources(files: &[PathBuf]) -> Result<Sources, ReplayError> {
 
 /// Runs the job over `sources` on `workers` threads, closing event time at
 /// `until` or else at the largest `ts` read.
-pub fn replay(sources: Sources, config: &Config, workers: usize, until: Option<Time>) -> Result<ReplaySummary, ReplayError> {
+pub fn replay(
+    sources: Sources,
+    config: &Config,
+    workers: usize,
+    until: Option<Time>,
+) -> Result<ReplaySummary, ReplayError> {
     let sources = Arc::new(sources);
     let campaigns = config.campaigns.clone();
     let retention = config.retention.clone();
@@ -114,7 +125,11 @@ pub fn replay(sources: Sources, config: &Config, workers: usize, until: Option<T
             let peers = worker.peers();
             let t0 = std::time::Instant::now();
             let (local, read, bad) = decode_share(&sources, &topics, index, peers);
-            tracing::debug!(worker = index, elapsed_ms = t0.elapsed().as_millis() as u64, "decoded");
+            tracing::debug!(
+                worker = index,
+                elapsed_ms = t0.elapsed().as_millis() as u64,
+                "decoded"
+            );
             {
                 let mut c = counts.lock().expect("counts lock");
                 c.0 += read;
@@ -141,7 +156,8 @@ pub fn replay(sources: Sources, config: &Config, workers: usize, until: Option<T
             let mut since_step = 0usize;
             for input in local {
                 let at = input.time();
-                if since_step >= CHUNK && job.frontier().is_some_and(|f| clock.at(at) > clock.at(f)) {
+                if since_step >= CHUNK && job.frontier().is_some_and(|f| clock.at(at) > clock.at(f))
+                {
                     job.advance_to(at);
                     let through = at.saturating_sub(clock.bucket_ms);
                     while !job.done_through(through) {
@@ -153,13 +169,22 @@ pub fn replay(sources: Sources, config: &Config, workers: usize, until: Option<T
                 since_step += 1;
             }
             job.advance_to(clock.after(close));
-            tracing::debug!(worker = index, elapsed_ms = t0.elapsed().as_millis() as u64, "sent");
+            tracing::debug!(
+                worker = index,
+                elapsed_ms = t0.elapsed().as_millis() as u64,
+                "sent"
+            );
             let mut steps = 0u64;
             while !job.done_through(close) {
                 worker.step();
                 steps += 1;
             }
-            tracing::debug!(worker = index, steps, elapsed_ms = t0.elapsed().as_millis() as u64, "stepped");
+            tracing::debug!(
+                worker = index,
+                steps,
+                elapsed_ms = t0.elapsed().as_millis() as u64,
+                "stepped"
+            );
             let out = std::mem::take(&mut *fired.borrow_mut());
             // Event time is closed: drop the dataflow rather than let timely
             // run the timers and retractions that lie beyond the close.
@@ -177,7 +202,12 @@ pub fn replay(sources: Sources, config: &Config, workers: usize, until: Option<T
         triggers.extend(r.map_err(ReplayError::Timely)?);
     }
     triggers.sort_by(|a, b| {
-        (a.ts, &a.user_id, &a.campaign, &a.trigger_id).cmp(&(b.ts, &b.user_id, &b.campaign, &b.trigger_id))
+        (a.ts, &a.user_id, &a.campaign, &a.trigger_id).cmp(&(
+            b.ts,
+            &b.user_id,
+            &b.campaign,
+            &b.trigger_id,
+        ))
     });
     for t in &triggers {
         TriggerEmitted {
@@ -196,7 +226,12 @@ pub fn replay(sources: Sources, config: &Config, workers: usize, until: Option<T
 }
 
 /// Decodes this worker's share of the lines (every `peers`-th line).
-fn decode_share(sources: &Sources, topics: &TopicNames, index: usize, peers: usize) -> (Vec<Input>, u64, u64) {
+fn decode_share(
+    sources: &Sources,
+    topics: &TopicNames,
+    index: usize,
+    peers: usize,
+) -> (Vec<Input>, u64, u64) {
     let mut local = Vec::new();
     let mut read = 0u64;
     let mut bad = 0u64;
@@ -249,10 +284,13 @@ pub fn write_triggers(path: &Path, triggers: &[Trigger]) -> Result<(), ReplayErr
     let mut out: Box<dyn Write> = if path.as_os_str() == "-" {
         Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
     } else {
-        Box::new(std::io::BufWriter::new(std::fs::File::create(path).map_err(err)?))
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(err)?,
+        ))
     };
     for t in triggers {
-        out.write_all(&crate::codec::encode_trigger(t)).map_err(err)?;
+        out.write_all(&crate::codec::encode_trigger(t))
+            .map_err(err)?;
         out.write_all(b"\n").map_err(err)?;
     }
     out.flush().map_err(err)

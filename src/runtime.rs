@@ -12,9 +12,9 @@ use dataflows::operators::Clock;
 use differential_dataflow::AsCollection;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::core::unordered_input::UnorderedHandle;
 use timely::dataflow::operators::core::{Probe, UnorderedInput};
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::core::unordered_input::UnorderedHandle;
 use timely::dataflow::operators::ActivateCapability;
 use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
@@ -44,7 +44,8 @@ impl Job {
     ) -> Job {
         let sink = Rc::new(RefCell::new(sink));
         let (handle, cap, probe) = worker.dataflow::<Time, _, _>(|scope| {
-            let ((handle, cap), stream) = scope.new_unordered_input::<CapacityContainerBuilder<Vec<Update>>>();
+            let ((handle, cap), stream) =
+                scope.new_unordered_input::<CapacityContainerBuilder<Vec<Update>>>();
             let triggers = dataflows::build(stream.as_collection(), campaigns, retention, clock);
             let sink = sink.clone();
             let (probe, triggers) = triggers.probe();

@@ -51,7 +51,7 @@ fn command_line_defaults_and_flags() {
             d.rate_per_s,
             d.anonymous_share
         ),
-        (100_000, 10_000, 1_000, 42, 1_700_000_000_000, 50.0, 0.05)
+        (100_000, 10_000, 1_000, 42, 1_700_000_000_000, 1.0, 0.05)
     );
     let a = Cli::parse_from([
         "generate",

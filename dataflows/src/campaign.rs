@@ -125,7 +125,10 @@ impl Campaign {
     pub fn all_defaults() -> Vec<Campaign> {
         Kind::defaults()
             .into_iter()
-            .map(|kind| Campaign { name: kind.name().to_string(), kind })
+            .map(|kind| Campaign {
+                name: kind.name().to_string(),
+                kind,
+            })
             .collect()
     }
 }

@@ -38,37 +38,49 @@ fn opted_out<'a>(facts: impl Iterator<Item = (&'a At, &'a UserFact)>) -> bool {
 }
 
 /// Candidates that may fire, with the user's language and timezone at `τ`.
-pub fn gate<'s>(candidates: Coll<'s, (User, (Time, Candidate))>, facts: Coll<'s, (User, (At, UserFact))>) -> Coll<'s, Ready> {
+pub fn gate<'s>(
+    candidates: Coll<'s, (User, (Time, Candidate))>,
+    facts: Coll<'s, (User, (At, UserFact))>,
+) -> Coll<'s, Ready> {
     facts
         .map(|(u, (at, f))| (u, GateIn::Fact(at, f)))
         .concat(candidates.map(|(u, (tau, c))| (u, GateIn::Candidate(tau, c))))
-        .reduce_named("Gate: opt-out, language, timezone", |_user, input, output| {
-            let facts: Vec<(&At, &UserFact)> = input
-                .iter()
-                .filter_map(|(x, _)| match x {
-                    GateIn::Fact(at, f) => Some((at, f)),
-                    GateIn::Candidate(..) => None,
-                })
-                .collect();
-            for (x, _) in input {
-                let GateIn::Candidate(tau, cand) = x else { continue };
-                let visible = || facts.iter().copied().filter(|(at, _)| at.known <= *tau);
-                if opted_out(visible()) {
-                    continue;
-                }
-                let mut language = None;
-                let mut timezone = None;
-                for (_, f) in visible() {
-                    if let UserFact::Context { language: l, timezone: t } = f {
-                        if l.is_some() {
-                            language = l.clone();
-                        }
-                        if t.is_some() {
-                            timezone = t.clone();
+        .reduce_named(
+            "Gate: opt-out, language, timezone",
+            |_user, input, output| {
+                let facts: Vec<(&At, &UserFact)> = input
+                    .iter()
+                    .filter_map(|(x, _)| match x {
+                        GateIn::Fact(at, f) => Some((at, f)),
+                        GateIn::Candidate(..) => None,
+                    })
+                    .collect();
+                for (x, _) in input {
+                    let GateIn::Candidate(tau, cand) = x else {
+                        continue;
+                    };
+                    let visible = || facts.iter().copied().filter(|(at, _)| at.known <= *tau);
+                    if opted_out(visible()) {
+                        continue;
+                    }
+                    let mut language = None;
+                    let mut timezone = None;
+                    for (_, f) in visible() {
+                        if let UserFact::Context {
+                            language: l,
+                            timezone: t,
+                        } = f
+                        {
+                            if l.is_some() {
+                                language = l.clone();
+                            }
+                            if t.is_some() {
+                                timezone = t.clone();
+                            }
                         }
                     }
+                    output.push(((*tau, cand.clone(), language, timezone), 1));
                 }
-                output.push(((*tau, cand.clone(), language, timezone), 1));
-            }
-        })
+            },
+        )
 }

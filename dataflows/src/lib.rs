@@ -28,7 +28,12 @@ use operators::{dedup_events, fire_once, product_changes, Clock, Coll, ProductMs
 /// Builds the whole job on `records` (every input topic, each record at the
 /// bucket of its time) for `campaigns`. Returns the trigger records, each
 /// emitted once the frontier has passed the bucket of its firing time.
-pub fn build<'s>(records: Coll<'s, Input>, campaigns: &[Campaign], retention: &Retention, clock: Clock) -> Stream<'s, Time, Vec<Trigger>> {
+pub fn build<'s>(
+    records: Coll<'s, Input>,
+    campaigns: &[Campaign],
+    retention: &Retention,
+    clock: Clock,
+) -> Stream<'s, Time, Vec<Trigger>> {
     let tracking = records.clone().flat_map(|r| match r {
         Input::Tracking(e) => Some(e),
         _ => None,
@@ -55,10 +60,17 @@ pub fn build<'s>(records: Coll<'s, Input>, campaigns: &[Campaign], retention: &R
             Kind::AbandonedCart(p) => kinds::abandoned_cart(name, p, clock, cart_ops.clone()),
             Kind::AbandonedBrowse(p) => kinds::abandoned_browse(name, p, clock, activity.clone()),
             Kind::PriceDrop(p) => {
-                let views = state::views_by_product(resolved.clone(), clock, p.view_window_ms, &format!("{name}: views in window"));
+                let views = state::views_by_product(
+                    resolved.clone(),
+                    clock,
+                    p.view_window_ms,
+                    &format!("{name}: views in window"),
+                );
                 kinds::price_drop(name, p, changes.clone(), lists_by_product.clone(), views)
             }
-            Kind::BackInStock(_) => kinds::back_in_stock(name, changes.clone(), lists_by_product.clone()),
+            Kind::BackInStock(_) => {
+                kinds::back_in_stock(name, changes.clone(), lists_by_product.clone())
+            }
         };
         candidates.push(found);
     }

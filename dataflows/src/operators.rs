@@ -42,7 +42,9 @@ pub struct Clock {
 impl Clock {
     /// A clock with buckets of `bucket_ms` (at least 1).
     pub fn new(bucket_ms: Time) -> Self {
-        Clock { bucket_ms: bucket_ms.max(1) }
+        Clock {
+            bucket_ms: bucket_ms.max(1),
+        }
     }
     /// The bucket that holds `ms`.
     pub fn at(&self, ms: Time) -> Time {
@@ -61,7 +63,11 @@ fn frontier_time(frontier: &timely::progress::frontier::MutableAntichain<Time>) 
 
 /// Keeps `held` at or below `t`, deriving a capability from `cap` if needed:
 /// operators hold one capability, at their least pending time.
-fn hold(held: &mut Option<Capability<Time>>, cap: &timely::dataflow::operators::InputCapability<Time>, t: Time) {
+fn hold(
+    held: &mut Option<Capability<Time>>,
+    cap: &timely::dataflow::operators::InputCapability<Time>,
+    t: Time,
+) {
     if held.as_ref().is_none_or(|h| *h.time() > t) {
         *held = Some(cap.delayed(&t, 0));
     }
@@ -81,7 +87,10 @@ fn release<V>(held: &mut Option<Capability<Time>>, pending: &BTreeMap<Time, V>) 
 
 /// Holds updates whose time is beyond the input frontier, releasing each
 /// group once the frontier reaches its time. Output equals input.
-pub fn hold_future<'s, D, R>(coll: VecCollection<'s, Time, D, R>, name: &str) -> VecCollection<'s, Time, D, R>
+pub fn hold_future<'s, D, R>(
+    coll: VecCollection<'s, Time, D, R>,
+    name: &str,
+) -> VecCollection<'s, Time, D, R>
 where
     D: Data,
     R: Semigroup + Clone + 'static,
@@ -110,7 +119,10 @@ where
                         break;
                     }
                     let batch = entry.remove();
-                    let cap = held.as_ref().expect("a held capability covers pending data").delayed(&t);
+                    let cap = held
+                        .as_ref()
+                        .expect("a held capability covers pending data")
+                        .delayed(&t);
                     output.session(&cap).give_iterator(batch.into_iter());
                 }
                 match pending.keys().next() {
@@ -166,7 +178,10 @@ where
 /// Applies each `event_id` once: of several events with one id, the one at
 /// the least time (then the least event) is kept. Ids are remembered for
 /// `window_ms` after their event's `ts`.
-pub fn dedup_events<'s>(events: Stream<'s, Time, Vec<(Event, Time, isize)>>, window_ms: Time) -> Coll<'s, Event> {
+pub fn dedup_events<'s>(
+    events: Stream<'s, Time, Vec<(Event, Time, isize)>>,
+    window_ms: Time,
+) -> Coll<'s, Event> {
     events
         .unary_frontier(
             Exchange::new(|u: &(Event, Time, isize)| u.0.event_id.hashed()),
@@ -228,17 +243,30 @@ pub fn dedup_events<'s>(events: Stream<'s, Time, Vec<(Event, Time, isize)>>, win
 }
 
 /// A change of a product's price or stock, with the value it replaced.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum ProductChange {
     /// A `prices` message: `old` is `None` for the first price of a product.
-    Price { ts: Time, old: Option<Money>, new: Money },
+    Price {
+        ts: Time,
+        old: Option<Money>,
+        new: Money,
+    },
     /// A `stock` message: `old` is `None` for the first stock of a product;
     /// `price` is the product's price at that time, when known.
-    Stock { ts: Time, old: Option<u64>, new: u64, price: Option<Money> },
+    Stock {
+        ts: Time,
+        old: Option<u64>,
+        new: u64,
+        price: Option<Money>,
+    },
 }
 
 /// Price or stock message, in one stream keyed by product.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum ProductMsg {
     Price(PriceMsg),
     Stock(StockMsg),
@@ -265,7 +293,10 @@ impl ProductMsg {
 /// only: joined with user facts (which carry their known times), it lets
 /// the audience be evaluated on exactly the state known at `ts`. A message
 /// older than the product's latest one (late, live only) updates nothing.
-pub fn product_changes<'s>(msgs: Coll<'s, ProductMsg>, clock: Clock) -> Coll<'s, (String, ProductChange)> {
+pub fn product_changes<'s>(
+    msgs: Coll<'s, ProductMsg>,
+    clock: Clock,
+) -> Coll<'s, (String, ProductChange)> {
     let changes = msgs
         .inner
         .unary_frontier(
@@ -309,9 +340,21 @@ pub fn product_changes<'s>(msgs: Coll<'s, ProductMsg>, clock: Clock) -> Coll<'s,
                                         continue;
                                     }
                                     prices.insert(p.product_id.clone(), (p.ts, p.price));
-                                    let change = ProductChange::Price { ts: p.ts, old: old.map(|o| o.1), new: p.price };
-                                    session.give(((p.product_id.clone(), change.clone()), t, 1isize));
-                                    session.give(((p.product_id, change), t + clock.bucket_ms, -1isize));
+                                    let change = ProductChange::Price {
+                                        ts: p.ts,
+                                        old: old.map(|o| o.1),
+                                        new: p.price,
+                                    };
+                                    session.give((
+                                        (p.product_id.clone(), change.clone()),
+                                        t,
+                                        1isize,
+                                    ));
+                                    session.give((
+                                        (p.product_id, change),
+                                        t + clock.bucket_ms,
+                                        -1isize,
+                                    ));
                                 }
                                 ProductMsg::Stock(s) => {
                                     let old = stock.get(&s.product_id).copied();
@@ -326,8 +369,16 @@ pub fn product_changes<'s>(msgs: Coll<'s, ProductMsg>, clock: Clock) -> Coll<'s,
                                         new: s.quantity,
                                         price,
                                     };
-                                    session.give(((s.product_id.clone(), change.clone()), t, 1isize));
-                                    session.give(((s.product_id, change), t + clock.bucket_ms, -1isize));
+                                    session.give((
+                                        (s.product_id.clone(), change.clone()),
+                                        t,
+                                        1isize,
+                                    ));
+                                    session.give((
+                                        (s.product_id, change),
+                                        t + clock.bucket_ms,
+                                        -1isize,
+                                    ));
                                 }
                             }
                         }
@@ -343,7 +394,9 @@ pub fn product_changes<'s>(msgs: Coll<'s, ProductMsg>, clock: Clock) -> Coll<'s,
 /// What a trigger function produces: everything of a trigger record except
 /// its time and the user's language and timezone, which are attached at
 /// emission.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Candidate {
     pub trigger_id: String,
     pub campaign: String,
@@ -388,7 +441,7 @@ pub fn fire_once<'s>(ready: Coll<'s, Ready>, remember_ms: Time) -> Stream<'s, Ti
                         break;
                     }
                     let mut batch = entry.remove();
-                        let cap = held.as_ref().expect("held capability").delayed(&t);
+                    let cap = held.as_ref().expect("held capability").delayed(&t);
                     consolidate_updates(&mut batch);
                     let mut session = output.session(&cap);
                     for ((user, (tau, cand, language, timezone)), _t, r) in batch {
@@ -397,7 +450,10 @@ pub fn fire_once<'s>(ready: Coll<'s, Ready>, remember_ms: Time) -> Stream<'s, Ti
                         }
                         let until = t.max(tau).saturating_add(remember_ms);
                         fired.insert(cand.trigger_id.clone(), until);
-                        expiries.entry(until).or_default().push(cand.trigger_id.clone());
+                        expiries
+                            .entry(until)
+                            .or_default()
+                            .push(cand.trigger_id.clone());
                         session.give(Trigger {
                             trigger_id: cand.trigger_id,
                             campaign: cand.campaign,
@@ -431,4 +487,3 @@ pub fn fire_once<'s>(ready: Coll<'s, Ready>, remember_ms: Time) -> Stream<'s, Ti
         },
     )
 }
-

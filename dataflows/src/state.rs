@@ -40,7 +40,11 @@ impl At {
 
 /// Attaches to every tracking event its retraction at the end of its
 /// retention window (consent and forget are never forgotten).
-pub fn retain_events<'s>(events: Coll<'s, Event>, clock: Clock, retention: &Retention) -> Coll<'s, Event> {
+pub fn retain_events<'s>(
+    events: Coll<'s, Event>,
+    clock: Clock,
+    retention: &Retention,
+) -> Coll<'s, Event> {
     let r = retention.clone();
     with_expiry(events, clock, "EventRetention", move |e: &Event| {
         let base = match &e.body {
@@ -53,7 +57,11 @@ pub fn retain_events<'s>(events: Coll<'s, Event>, clock: Clock, retention: &Rete
             | Body::OrderPlaced { .. } => r.cart_ms,
             _ => r.activity_ms,
         };
-        let ttl = if e.user_id.is_none() { base.min(r.identity_ms) } else { base };
+        let ttl = if e.user_id.is_none() {
+            base.min(r.identity_ms)
+        } else {
+            base
+        };
         Some(e.ts.saturating_add(ttl))
     })
 }
@@ -66,7 +74,9 @@ pub fn resolve_users<'s>(events: Coll<'s, Event>) -> Coll<'s, (User, Event)> {
     let links = events
         .clone()
         .flat_map(|e| match (&e.body, &e.user_id, &e.anonymous_id) {
-            (Body::Identify { .. }, Some(u), Some(a)) => Some((a.clone(), (e.seq(), u.clone(), e.known))),
+            (Body::Identify { .. }, Some(u), Some(a)) => {
+                Some((a.clone(), (e.seq(), u.clone(), e.known)))
+            }
             _ => None,
         })
         .reduce_named("IdentityLinks", |_anon, input, output| {
@@ -74,7 +84,9 @@ pub fn resolve_users<'s>(events: Coll<'s, Event>) -> Coll<'s, (User, Event)> {
             let (_, user, known) = input[0].0;
             output.push(((user.clone(), *known), 1));
         });
-    let known = events.clone().flat_map(|e| e.user_id.clone().map(|u| (u, e)));
+    let known = events
+        .clone()
+        .flat_map(|e| e.user_id.clone().map(|u| (u, e)));
     let anonymous = events
         .flat_map(|e| match (&e.user_id, &e.anonymous_id) {
             (None, Some(a)) => Some((a.clone(), e)),
@@ -101,7 +113,9 @@ pub enum ListOp {
 pub type AtOp = (At, ListOp);
 
 /// Applies operations, in `Seq` order, to a list: product -> quantity.
-pub fn apply_ops<'a>(ops: impl Iterator<Item = &'a AtOp>) -> std::collections::BTreeMap<Product, u64> {
+pub fn apply_ops<'a>(
+    ops: impl Iterator<Item = &'a AtOp>,
+) -> std::collections::BTreeMap<Product, u64> {
     let mut list = std::collections::BTreeMap::new();
     for (_, op) in ops {
         match op {
@@ -137,7 +151,11 @@ fn order_products(e: &Event) -> Option<Vec<Product>> {
 pub fn cart_ops<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, AtOp)> {
     resolved.flat_map(|(u, e)| {
         let op = match &e.body {
-            Body::CartAdd { product_id, quantity, .. } => ListOp::Add {
+            Body::CartAdd {
+                product_id,
+                quantity,
+                ..
+            } => ListOp::Add {
                 product: product_id.clone(),
                 quantity: *quantity,
             },
@@ -188,17 +206,30 @@ pub fn lists_by_product<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, ByPro
 }
 
 /// `product_view`s keyed by product, each kept until `window_ms` after its `ts`.
-pub fn views_by_product<'s>(resolved: Coll<'s, (User, Event)>, clock: Clock, window_ms: Time, name: &str) -> Coll<'s, ByProduct> {
+pub fn views_by_product<'s>(
+    resolved: Coll<'s, (User, Event)>,
+    clock: Clock,
+    window_ms: Time,
+    name: &str,
+) -> Coll<'s, ByProduct> {
     let views = resolved.flat_map(|(u, e)| match &e.body {
-        Body::ProductView { product_id, .. } => Some((product_id.clone(), (u, At::of(&e), ProductFact::Viewed))),
+        Body::ProductView { product_id, .. } => {
+            Some((product_id.clone(), (u, At::of(&e), ProductFact::Viewed)))
+        }
         _ => None,
     });
-    with_expiry(views, clock, name, move |(_p, (_u, at, _))| Some(at.ts().saturating_add(window_ms)))
+    with_expiry(views, clock, name, move |(_p, (_u, at, _))| {
+        Some(at.ts().saturating_add(window_ms))
+    })
 }
 
 /// Whether `p` is in the cart (`cart = true`) or wishlist of a user at `t`,
 /// from that user's facts about `p`, counting only those known at `t`.
-pub fn listed_at<'a>(facts: impl Iterator<Item = (&'a At, &'a ProductFact)>, t: Time, cart: bool) -> bool {
+pub fn listed_at<'a>(
+    facts: impl Iterator<Item = (&'a At, &'a ProductFact)>,
+    t: Time,
+    cart: bool,
+) -> bool {
     let mut latest: Option<(&At, bool)> = None;
     for (at, f) in facts {
         if at.known > t {
@@ -206,7 +237,9 @@ pub fn listed_at<'a>(facts: impl Iterator<Item = (&'a At, &'a ProductFact)>, t: 
         }
         let member = match (f, cart) {
             (ProductFact::CartAdd, true) | (ProductFact::WishlistAdd, false) => true,
-            (ProductFact::CartRemove, true) | (ProductFact::WishlistRemove, false) | (ProductFact::Ordered, _) => false,
+            (ProductFact::CartRemove, true)
+            | (ProductFact::WishlistRemove, false)
+            | (ProductFact::Ordered, _) => false,
             _ => continue,
         };
         if latest.is_none_or(|(l, _)| at.seq > l.seq) {
@@ -240,7 +273,9 @@ pub fn activity<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, (At, A
             Body::CategoryView { category_id } => ActKind::CategoryView {
                 category: category_id.clone(),
             },
-            Body::Search { query, .. } => ActKind::Search { query: query.clone() },
+            Body::Search { query, .. } => ActKind::Search {
+                query: query.clone(),
+            },
             Body::CartAdd { .. } => ActKind::CartAdd,
             Body::OrderPlaced { .. } => ActKind::Order,
             _ => ActKind::Other,
@@ -253,9 +288,15 @@ pub fn activity<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, (At, A
 /// and the language and timezone their events carry.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum UserFact {
-    Consent { channel: crate::model::Channel, granted: bool },
+    Consent {
+        channel: crate::model::Channel,
+        granted: bool,
+    },
     Forget,
-    Context { language: Option<String>, timezone: Option<String> },
+    Context {
+        language: Option<String>,
+        timezone: Option<String>,
+    },
 }
 
 /// Consents, forgets and context per user.

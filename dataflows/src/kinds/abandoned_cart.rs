@@ -24,84 +24,112 @@ pub type Firing = (User, (Time, Candidate));
 /// at `τ`, `L` is still the latest change, cart(u) at `T` is non-empty and no
 /// order was placed in `[L, T]`; `items` = cart(u) at `T` with latest
 /// quantities. *id*: `(u, L)`.
-pub fn abandoned_cart<'s>(campaign: &str, params: &AbandonedCart, clock: Clock, cart_ops: Coll<'s, (User, AtOp)>) -> Coll<'s, Firing> {
+pub fn abandoned_cart<'s>(
+    campaign: &str,
+    params: &AbandonedCart,
+    clock: Clock,
+    cart_ops: Coll<'s, (User, AtOp)>,
+) -> Coll<'s, Firing> {
     let delay = params.delay_ms;
     let changes = cart_ops.clone().flat_map(|(u, (at, op))| match op {
         ListOp::Add { .. } | ListOp::Remove { .. } => Some((u, CartIn::Due(at.ts()))),
         ListOp::Order { .. } => None,
     });
-    let timers = shift_to(changes, clock, &format!("{campaign}: cart timers"), move |(_, due)| match due {
-        CartIn::Due(ts) => ts.saturating_add(delay),
-        CartIn::Op(_) => 0,
-    });
+    let timers = shift_to(
+        changes,
+        clock,
+        &format!("{campaign}: cart timers"),
+        move |(_, due)| match due {
+            CartIn::Due(ts) => ts.saturating_add(delay),
+            CartIn::Op(_) => 0,
+        },
+    );
     let name = campaign.to_string();
     cart_ops
         .map(|(u, op)| (u, CartIn::Op(op)))
         .concat(timers)
-        .reduce_named(&format!("{campaign}: abandoned cart"), move |user, input, output| {
-            // Sorted: operations in application order, then timers by time.
-            let mut ops: Vec<&AtOp> = Vec::with_capacity(input.len());
-            let mut due: Vec<Time> = Vec::new();
-            for (x, _) in input {
-                match x {
-                    CartIn::Op(op) => ops.push(op),
-                    CartIn::Due(ts) => due.push(*ts),
-                }
-            }
-            due.dedup();
-            let is_change = |op: &ListOp| !matches!(op, ListOp::Order { .. });
-            // Only firings in the bucket being evaluated are output (see
-            // abandoned_browse): `recent` is that bucket's start.
-            let horizon = ops.iter().map(|(at, _)| at.known).chain(due.iter().map(|d| d.saturating_add(delay))).max().unwrap_or(0);
-            let recent = clock.at(horizon);
-            let late_now = ops.iter().any(|(at, _)| at.known >= recent && at.known > at.ts());
-            for &last in &due {
-                let end = last.saturating_add(delay);
-                if end < recent && !late_now {
-                    continue;
-                }
-                // Superseded before it was due: a later change known by `end`.
-                if ops.iter().any(|(at, op)| is_change(op) && at.ts() > last && at.known <= end) {
-                    continue;
-                }
-                for tau in firing_times(end, ops.iter().map(|(at, _)| at.known)) {
-                    let visible = || ops.iter().filter(move |(at, _)| at.known <= tau);
-                    let latest = visible().filter(|(_, op)| is_change(op)).map(|(at, _)| at.ts()).max();
-                    match latest {
-                        Some(l) if l > last => break,
-                        Some(l) if l == last => {}
-                        _ => continue,
+        .reduce_named(
+            &format!("{campaign}: abandoned cart"),
+            move |user, input, output| {
+                // Sorted: operations in application order, then timers by time.
+                let mut ops: Vec<&AtOp> = Vec::with_capacity(input.len());
+                let mut due: Vec<Time> = Vec::new();
+                for (x, _) in input {
+                    match x {
+                        CartIn::Op(op) => ops.push(op),
+                        CartIn::Due(ts) => due.push(*ts),
                     }
-                    if visible().any(|(at, op)| !is_change(op) && at.ts() >= last && at.ts() <= end) {
-                        break;
-                    }
-                    let cart = apply_ops(visible().filter(|(at, _)| at.ts() <= end).copied());
-                    if cart.is_empty() {
+                }
+                due.dedup();
+                let is_change = |op: &ListOp| !matches!(op, ListOp::Order { .. });
+                // Only firings in the bucket being evaluated are output (see
+                // abandoned_browse): `recent` is that bucket's start.
+                let horizon = ops
+                    .iter()
+                    .map(|(at, _)| at.known)
+                    .chain(due.iter().map(|d| d.saturating_add(delay)))
+                    .max()
+                    .unwrap_or(0);
+                let recent = clock.at(horizon);
+                let late_now = ops
+                    .iter()
+                    .any(|(at, _)| at.known >= recent && at.known > at.ts());
+                for &last in &due {
+                    let end = last.saturating_add(delay);
+                    if end < recent && !late_now {
                         continue;
                     }
-                    let items = cart
-                        .into_iter()
-                        .map(|(p, q)| Item {
-                            quantity: Some(q),
-                            ..Item::product(p)
-                        })
-                        .collect();
-                    let candidate = Candidate {
-                        trigger_id: trigger_id(&name, &[user, &last.to_string()]),
-                        campaign: name.clone(),
-                        kind: "abandoned_cart".into(),
-                        items,
-                        query: None,
-                        category_id: None,
-                        order_id: None,
-                        audience: None,
-                        reminder: None,
-                    };
-                    if tau >= recent {
-                        output.push(((tau, candidate), 1));
+                    // Superseded before it was due: a later change known by `end`.
+                    if ops
+                        .iter()
+                        .any(|(at, op)| is_change(op) && at.ts() > last && at.known <= end)
+                    {
+                        continue;
                     }
-                    break;
+                    for tau in firing_times(end, ops.iter().map(|(at, _)| at.known)) {
+                        let visible = || ops.iter().filter(move |(at, _)| at.known <= tau);
+                        let latest = visible()
+                            .filter(|(_, op)| is_change(op))
+                            .map(|(at, _)| at.ts())
+                            .max();
+                        match latest {
+                            Some(l) if l > last => break,
+                            Some(l) if l == last => {}
+                            _ => continue,
+                        }
+                        if visible()
+                            .any(|(at, op)| !is_change(op) && at.ts() >= last && at.ts() <= end)
+                        {
+                            break;
+                        }
+                        let cart = apply_ops(visible().filter(|(at, _)| at.ts() <= end).copied());
+                        if cart.is_empty() {
+                            continue;
+                        }
+                        let items = cart
+                            .into_iter()
+                            .map(|(p, q)| Item {
+                                quantity: Some(q),
+                                ..Item::product(p)
+                            })
+                            .collect();
+                        let candidate = Candidate {
+                            trigger_id: trigger_id(&name, &[user, &last.to_string()]),
+                            campaign: name.clone(),
+                            kind: "abandoned_cart".into(),
+                            items,
+                            query: None,
+                            category_id: None,
+                            order_id: None,
+                            audience: None,
+                            reminder: None,
+                        };
+                        if tau >= recent {
+                            output.push(((tau, candidate), 1));
+                        }
+                        break;
+                    }
                 }
-            }
-        })
+            },
+        )
 }

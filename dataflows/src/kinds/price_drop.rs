@@ -26,7 +26,11 @@ pub fn price_drop<'s>(
 ) -> Coll<'s, Firing> {
     let factor = 1.0 - params.min_drop_pct / 100.0;
     let drops = changes.flat_map(move |(p, change)| match change {
-        ProductChange::Price { ts, old: Some(old), new } if new.0 <= old.0 * factor => Some((p, (ts, old, new))),
+        ProductChange::Price {
+            ts,
+            old: Some(old),
+            new,
+        } if new.0 <= old.0 * factor => Some((p, (ts, old, new))),
         _ => None,
     });
     let facts = if params.audiences.contains(&Audience::Viewed) {
@@ -39,27 +43,39 @@ pub fn price_drop<'s>(
     let name = campaign.to_string();
     drops
         .join_map(facts, |p, (t, old, new), (u, at, fact)| {
-            ((u.clone(), p.clone(), *t, *old, *new), (at.clone(), fact.clone()))
+            (
+                (u.clone(), p.clone(), *t, *old, *new),
+                (at.clone(), fact.clone()),
+            )
         })
         .filter(|((_, _, t, _, _), (at, _))| at.known <= *t)
-        .reduce_named(&format!("{campaign}: price drop audience"), move |key: &DropKey, input, output| {
-            let t = key.2;
-            let facts = || input.iter().map(|((at, f), _)| (at, f));
-            let holds = |a: &Audience| match a {
-                Audience::Cart => listed_at(facts(), t, true),
-                Audience::Wishlist => listed_at(facts(), t, false),
-                Audience::Viewed => {
-                    let last_view: Option<&At> = facts()
-                        .filter(|(at, f)| **f == ProductFact::Viewed && at.ts().saturating_add(window) >= t && at.ts() <= t)
-                        .map(|(at, _)| at)
-                        .max();
-                    last_view.is_some_and(|v| !facts().any(|(at, f)| *f == ProductFact::Ordered && at.seq > v.seq))
+        .reduce_named(
+            &format!("{campaign}: price drop audience"),
+            move |key: &DropKey, input, output| {
+                let t = key.2;
+                let facts = || input.iter().map(|((at, f), _)| (at, f));
+                let holds = |a: &Audience| match a {
+                    Audience::Cart => listed_at(facts(), t, true),
+                    Audience::Wishlist => listed_at(facts(), t, false),
+                    Audience::Viewed => {
+                        let last_view: Option<&At> = facts()
+                            .filter(|(at, f)| {
+                                **f == ProductFact::Viewed
+                                    && at.ts().saturating_add(window) >= t
+                                    && at.ts() <= t
+                            })
+                            .map(|(at, _)| at)
+                            .max();
+                        last_view.is_some_and(|v| {
+                            !facts().any(|(at, f)| *f == ProductFact::Ordered && at.seq > v.seq)
+                        })
+                    }
+                };
+                if let Some(a) = audiences.iter().find(|a| holds(a)) {
+                    output.push((a.name().to_string(), 1));
                 }
-            };
-            if let Some(a) = audiences.iter().find(|a| holds(a)) {
-                output.push((a.name().to_string(), 1));
-            }
-        })
+            },
+        )
         .map(move |((user, p, t, old, new), audience)| {
             let candidate = Candidate {
                 trigger_id: trigger_id(&name, &[&user, &p, &t.to_string()]),
