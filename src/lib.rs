@@ -6,6 +6,7 @@
 pub mod codec;
 pub mod config;
 pub mod generate;
+pub mod kafka;
 pub mod live;
 pub mod record;
 pub mod replay;

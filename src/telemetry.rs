@@ -24,11 +24,15 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     /// How far the event-time frontier is behind wall-clock now, in seconds.
     pub frontier_lag_seconds: Gauge,
+    /// Messages the job could not produce (triggers, dead letters), by topic.
+    pub produce_errors: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    registry.register(Box::new(c.clone())).expect("metric registered once");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
@@ -65,6 +69,12 @@ impl Metrics {
             "Records written to the dead-letter topic, by source topic.",
             &["topic"],
         );
+        let produce_errors = counter(
+            &registry,
+            "tripwire_produce_errors_total",
+            "Messages the job could not produce (trigger records, dead letters), by topic.",
+            &["topic"],
+        );
         let frontier_lag_seconds = Gauge::with_opts(Opts::new(
             "tripwire_frontier_lag_seconds",
             "Wall-clock now minus the job's event-time frontier, in seconds.",
@@ -81,6 +91,7 @@ impl Metrics {
             triggers_emitted,
             dead_letters,
             frontier_lag_seconds,
+            produce_errors,
         }
     }
 
@@ -191,6 +202,26 @@ impl FrontierAdvanced {
     pub fn emit(&self) {
         let lag = self.now_ms.saturating_sub(self.frontier_ms) as f64 / 1000.0;
         METRICS.frontier_lag_seconds.set(lag);
+    }
+}
+
+/// A message could not be produced (queueing or delivery failed).
+pub struct ProduceFailed<'a> {
+    pub topic: &'a str,
+    pub error: &'a str,
+}
+
+impl ProduceFailed<'_> {
+    pub fn emit(&self) {
+        tracing::error!(
+            topic = self.topic,
+            error = self.error,
+            "message not produced"
+        );
+        METRICS
+            .produce_errors
+            .with_label_values(&[self.topic])
+            .inc();
     }
 }
 

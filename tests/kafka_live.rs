@@ -1,0 +1,536 @@
+//! The live job and the recorder against a real Kafka-compatible broker
+//! (tansu, in-memory, started per test on a free 127.0.0.1 port).
+//!
+//! Needs the `tansu` binary (`$TANSU_BIN`, `PATH` or `~/.cargo/bin`); the
+//! tests fail with a clear message without it. Tests take a shared lock and
+//! run one at a time (each starts a broker and the job's worker threads).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{create_topics, metric_sum, produce, scrape, Proc, Reader, Rec, Tansu};
+use tripwire::codec::{self, TopicNames};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const INPUT_TOPICS: [&str; 4] = ["tracking", "prices", "stock", "catalog"];
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tripwire")
+}
+
+fn conformance(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/conformance")
+        .join(name)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A broker with the job's topics.
+fn broker(dir: &Path) -> Tansu {
+    let t = Tansu::start(dir);
+    let mut topics: Vec<(&str, i32)> = INPUT_TOPICS.iter().map(|t| (*t, 4)).collect();
+    topics.push(("triggers", 1));
+    topics.push(("tripwire.dlq", 1));
+    create_topics(&t.brokers(), &topics);
+    t
+}
+
+/// A recording's lines as records to produce, with their event time; a line
+/// that is not JSON goes to `tracking` as raw bytes, without a key.
+fn load(path: &Path) -> Vec<(Rec, Option<u64>)> {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| match serde_json::from_str::<Value>(line) {
+            Ok(v) => {
+                let ts = v["value"]["ts"].as_u64();
+                let rec = Rec {
+                    topic: v["topic"].as_str().expect("a topic").to_string(),
+                    key: v["key"].as_str().map(str::to_string),
+                    payload: serde_json::to_vec(&v["value"]).unwrap(),
+                };
+                (rec, ts)
+            }
+            Err(_) => (
+                Rec {
+                    topic: "tracking".into(),
+                    key: None,
+                    payload: line.as_bytes().to_vec(),
+                },
+                None,
+            ),
+        })
+        .collect()
+}
+
+/// Records in event-time order (records without a time first), so that each
+/// partition is in event-time order as a live stream is: then no record is
+/// late and the live result must equal the replay.
+fn in_time_order(mut recs: Vec<(Rec, Option<u64>)>) -> Vec<Rec> {
+    recs.sort_by_key(|(_, ts)| *ts);
+    recs.into_iter().map(|(r, _)| r).collect()
+}
+
+/// A JSON value as text with object keys sorted (field order does not count).
+fn canon(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let sorted: BTreeMap<&String, String> = m.iter().map(|(k, v)| (k, canon(v))).collect();
+            let fields: Vec<String> = sorted
+                .iter()
+                .map(|(k, v)| format!("{}:{v}", serde_json::to_string(k).unwrap()))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(a) => format!("[{}]", a.iter().map(canon).collect::<Vec<_>>().join(",")),
+        other => other.to_string(),
+    }
+}
+
+fn canon_bytes(b: &[u8]) -> String {
+    canon(
+        &serde_json::from_slice(b)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b))),
+    )
+}
+
+/// `tripwire replay` of `inputs`: the trigger records, canonical and sorted.
+fn replay(inputs: &[&Path], until: Option<u64>, dir: &Path, name: &str) -> Vec<String> {
+    let out = dir.join(format!("{name}.jsonl"));
+    let mut cmd = Command::new(bin());
+    cmd.arg("replay")
+        .arg("--input")
+        .args(inputs)
+        .arg("--output")
+        .arg(&out);
+    cmd.args(["--workers", "2"]);
+    if let Some(u) = until {
+        cmd.args(["--until", &u.to_string()]);
+    }
+    let res = cmd.output().expect("running tripwire replay");
+    assert!(
+        res.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let mut lines: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| canon_bytes(l.as_bytes()))
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Starts `tripwire run` from the earliest offsets, 2 workers.
+fn start_job(brokers: &str, metrics_port: u16, dir: &Path) -> Proc {
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "run",
+        "--brokers",
+        brokers,
+        "--start",
+        "earliest",
+        "--workers",
+        "2",
+    ])
+    .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+    .env("RUST_LOG", "info");
+    Proc::spawn(cmd, dir.join("job.log"))
+}
+
+/// Stops the job with SIGTERM and checks it exits 0 (with
+/// `TRIPWIRE_TEST_SHOW_LOGS` set, prints its log).
+fn stop_job(job: &mut Proc) {
+    assert!(job.running(), "the job died:\n{}", job.log_tail(30));
+    job.terminate();
+    let status = job.wait(Duration::from_secs(30)).unwrap_or_else(|| {
+        panic!(
+            "the job did not stop within 30 s of SIGTERM:\n{}",
+            job.log_tail(30)
+        )
+    });
+    if std::env::var_os("TRIPWIRE_TEST_SHOW_LOGS").is_some() {
+        eprintln!("job log:\n{}", job.log_tail(200));
+    }
+    assert!(
+        status.success(),
+        "the job exited with {status}:\n{}",
+        job.log_tail(30)
+    );
+    assert!(
+        std::fs::read_to_string(&job.log)
+            .unwrap()
+            .contains("live job stopped"),
+        "no shutdown summary in the log:\n{}",
+        job.log_tail(30)
+    );
+}
+
+/// Asserts two sorted lists of canonical trigger records are equal, showing
+/// a few differences if not.
+fn assert_same(live: &[String], expected: &[String], log: &str) {
+    if live == expected {
+        return;
+    }
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|e| live.binary_search(e).is_err())
+        .take(5)
+        .collect();
+    let extra: Vec<&String> = live
+        .iter()
+        .filter(|l| expected.binary_search(l).is_err())
+        .take(5)
+        .collect();
+    panic!(
+        "live gave {} triggers, expected {}\nmissing (first 5): {missing:#?}\nextra (first 5): {extra:#?}\njob log:\n{log}",
+        live.len(),
+        expected.len()
+    );
+}
+
+fn trigger_lines(reader: &Reader) -> Vec<String> {
+    let mut v: Vec<String> = reader.got.iter().map(|g| canon_bytes(&g.payload)).collect();
+    v.sort();
+    v
+}
+
+/// The live job over gen-small gives the triggers of the replay of the same
+/// recording, closed at (test start) now.
+///
+/// Why `--until now` and not the recording's largest `ts`: once every
+/// partition is caught up the live frontier is wall-clock now minus the
+/// lateness, so timers due after the recording's end (abandoned carts whose
+/// delay runs past the last record, ...) do fire live; replay closed at the
+/// largest `ts` would not fire them. Closing replay at now makes both sides
+/// complete the same event-time interval (nothing in a 2023 recording is due
+/// between "now at test start" and "now minus 5 s a few seconds later").
+#[test]
+fn live_matches_replay() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let tansu = broker(dir.path());
+    let brokers = tansu.brokers();
+    let input = conformance("gen-small.jsonl");
+    produce(&brokers, &in_time_order(load(&input)));
+
+    let until = now_ms();
+    let expected = replay(&[&input], Some(until), dir.path(), "expected");
+    assert!(
+        expected.len() > 18_000,
+        "replay gave only {} triggers",
+        expected.len()
+    );
+
+    let metrics_port = support::free_port();
+    let mut job = start_job(&brokers, metrics_port, dir.path());
+    let mut triggers = Reader::new(&brokers, &["triggers"]);
+    let arrived = triggers.read_at_least(expected.len(), Duration::from_secs(60));
+    assert!(
+        arrived,
+        "only {} of {} triggers within 60 s; job log:\n{}",
+        triggers.got.len(),
+        expected.len(),
+        job.log_tail(30)
+    );
+    // Let any extra (wrong) trigger arrive before comparing.
+    std::thread::sleep(Duration::from_secs(2));
+    let text = scrape(metrics_port).expect("metrics endpoint answers");
+    assert_eq!(
+        metric_sum(&text, "tripwire_input_records_total"),
+        20_000.0,
+        "{text}"
+    );
+    // Each partition is in event-time order: nothing may be late.
+    assert_eq!(
+        metric_sum(&text, "tripwire_late_events_total"),
+        0.0,
+        "{text}"
+    );
+    stop_job(&mut job);
+    triggers.drain(Duration::from_secs(10));
+    for g in &triggers.got {
+        let t: Value = serde_json::from_slice(&g.payload).unwrap();
+        assert_eq!(
+            g.key.as_deref(),
+            t["user_id"].as_str().map(str::as_bytes),
+            "trigger key is its user_id"
+        );
+    }
+    assert_same(&trigger_lines(&triggers), &expected, &job.log_tail(10));
+}
+
+/// Bad records go to the dead-letter topic with their reason and origin, are
+/// counted in the metrics, and neither stop the job nor the good records.
+#[test]
+fn bad_records_are_dead_lettered() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let tansu = broker(dir.path());
+    let brokers = tansu.brokers();
+    let input = conformance("edge-cases.jsonl");
+    let mut recs = load(&input);
+    let garbage: [(&str, Option<&str>, &[u8]); 5] = [
+        ("tracking", Some("k1"), b"\xff\xfe not utf-8, not json"),
+        (
+            "tracking",
+            Some("k2"),
+            br#"{"event_id":"g1","type":"cart_add"}"#,
+        ),
+        (
+            "prices",
+            Some("p1"),
+            br#"{"product_id":"p1","ts":1700000000000}"#,
+        ),
+        ("stock", None, b"[1,2,3]"),
+        ("catalog", Some("p2"), b"{\"product_id\": \"p2\", trailing"),
+    ];
+    for (topic, key, payload) in garbage {
+        recs.push((
+            Rec {
+                topic: topic.into(),
+                key: key.map(str::to_string),
+                payload: payload.to_vec(),
+            },
+            None,
+        ));
+    }
+    let recs = in_time_order(recs);
+    // Which records are bad, per the codec, and why.
+    let names = TopicNames::default();
+    let bad: Vec<(&Rec, &'static str)> = recs
+        .iter()
+        .filter_map(|r| {
+            codec::decode(names.role(&r.topic).unwrap(), &r.payload)
+                .err()
+                .map(|e| (r, e.reason.label()))
+        })
+        .collect();
+    assert_eq!(
+        bad.len(),
+        8,
+        "3 bad lines in edge-cases.jsonl and 5 garbage records"
+    );
+    produce(&brokers, &recs);
+
+    let until = now_ms();
+    let expected = replay(&[&input], Some(until), dir.path(), "expected");
+    let metrics_port = support::free_port();
+    let mut job = start_job(&brokers, metrics_port, dir.path());
+
+    let mut dlq = Reader::new(&brokers, &["tripwire.dlq"]);
+    assert!(
+        dlq.read_at_least(bad.len(), Duration::from_secs(30)),
+        "only {} of {} dead letters within 30 s; job log:\n{}",
+        dlq.got.len(),
+        bad.len(),
+        job.log_tail(30)
+    );
+    // Every dead letter names its origin: the record there is the bad one.
+    let mut inputs = Reader::new(&brokers, &INPUT_TOPICS);
+    inputs.drain(Duration::from_secs(20));
+    let mut seen = Vec::new();
+    for g in &dlq.got {
+        let d: Value = serde_json::from_slice(&g.payload).expect("dead letters are JSON");
+        let topic = d["topic"].as_str().expect("topic");
+        let partition = d["partition"].as_i64().expect("partition") as i32;
+        let offset = d["offset"].as_i64().expect("offset");
+        let origin = inputs
+            .got
+            .iter()
+            .find(|r| r.topic == topic && r.partition == partition && r.offset == offset)
+            .unwrap_or_else(|| panic!("no input record at {topic}/{partition}@{offset}"));
+        assert_eq!(
+            d["payload"].as_str(),
+            Some(&*String::from_utf8_lossy(&origin.payload)),
+            "{d}"
+        );
+        assert_eq!(g.key, origin.key, "dead letter keeps the original key: {d}");
+        let (_, reason) = bad
+            .iter()
+            .find(|(r, _)| r.topic == topic && r.payload == origin.payload)
+            .unwrap_or_else(|| panic!("dead-lettered a good record: {d}"));
+        assert_eq!(d["reason"].as_str(), Some(*reason), "{d}");
+        assert!(d["detail"].as_str().is_some_and(|s| !s.is_empty()), "{d}");
+        seen.push((topic.to_string(), partition, offset));
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), bad.len(), "each bad record dead-lettered once");
+
+    // The good records still fire their triggers.
+    let mut triggers = Reader::new(&brokers, &["triggers"]);
+    assert!(
+        triggers.read_at_least(expected.len(), Duration::from_secs(30)),
+        "only {} of {} triggers; job log:\n{}",
+        triggers.got.len(),
+        expected.len(),
+        job.log_tail(30)
+    );
+    assert!(job.running(), "the job stopped:\n{}", job.log_tail(30));
+
+    // The metrics count them.
+    let text = scrape(metrics_port).expect("metrics endpoint answers");
+    assert_eq!(
+        metric_sum(&text, "tripwire_bad_records_total"),
+        bad.len() as f64,
+        "{text}"
+    );
+    assert_eq!(
+        metric_sum(&text, "tripwire_dead_letter_records_total"),
+        bad.len() as f64,
+        "{text}"
+    );
+    assert_eq!(
+        metric_sum(&text, "tripwire_input_records_total"),
+        recs.len() as f64,
+        "{text}"
+    );
+    assert_eq!(
+        metric_sum(&text, "tripwire_late_events_total"),
+        0.0,
+        "{text}"
+    );
+
+    // The job keeps going in real time: a price drop on a wishlisted product now.
+    let t0 = now_ms();
+    let live = [
+        (
+            "prices",
+            "p-live",
+            format!(r#"{{"product_id":"p-live","price":100.0,"ts":{t0}}}"#),
+        ),
+        (
+            "tracking",
+            "u-live",
+            format!(
+                r#"{{"event_id":"live-1","type":"wishlist_add","ts":{},"user_id":"u-live","product_id":"p-live"}}"#,
+                t0 + 1
+            ),
+        ),
+        (
+            "prices",
+            "p-live",
+            format!(r#"{{"product_id":"p-live","price":50.0,"ts":{}}}"#, t0 + 2),
+        ),
+    ];
+    let live: Vec<Rec> = live
+        .into_iter()
+        .map(|(topic, key, payload)| Rec {
+            topic: topic.into(),
+            key: Some(key.into()),
+            payload: payload.into_bytes(),
+        })
+        .collect();
+    produce(&brokers, &live);
+    assert!(
+        triggers.read_at_least(expected.len() + 1, Duration::from_secs(30)),
+        "no trigger for a price drop produced now; job log:\n{}",
+        job.log_tail(30)
+    );
+    let last: Value = serde_json::from_slice(&triggers.got.last().unwrap().payload).unwrap();
+    assert_eq!(last["kind"], "price_drop", "{last}");
+    assert_eq!(last["user_id"], "u-live", "{last}");
+    assert_eq!(last["ts"], t0 + 2, "{last}");
+
+    stop_job(&mut job);
+    triggers.drain(Duration::from_secs(10));
+    let mut got = trigger_lines(&triggers);
+    let live_line = canon(&last);
+    got.retain(|l| *l != live_line);
+    assert_same(&got, &expected, &job.log_tail(10));
+}
+
+/// `tripwire record` of the topics, replayed, gives the triggers of the
+/// original recordings (bad records included: they stay bad).
+#[test]
+fn record_round_trip() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let tansu = broker(dir.path());
+    let brokers = tansu.brokers();
+    let edge = conformance("edge-cases.jsonl");
+    let small = conformance("gen-small.jsonl");
+    let mut recs = load(&edge);
+    recs.extend(load(&small));
+    let n = recs.len();
+    // Recording order is irrelevant to replay; keep the file order.
+    let recs: Vec<Rec> = recs.into_iter().map(|(r, _)| r).collect();
+    produce(&brokers, &recs);
+
+    let out = dir.path().join("recorded");
+    let mut rec = Proc::spawn(
+        {
+            let mut c = Command::new(bin());
+            c.args([
+                "record",
+                "--brokers",
+                &brokers,
+                "--topics",
+                "tracking,prices,stock,catalog",
+                "--output",
+            ])
+            .arg(&out)
+            .env("RUST_LOG", "info");
+            c
+        },
+        dir.path().join("record.log"),
+    );
+    let status = rec
+        .wait(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("record did not finish within 60 s:\n{}", rec.log_tail(20)));
+    assert!(status.success(), "record failed:\n{}", rec.log_tail(20));
+    let lines: usize = INPUT_TOPICS
+        .iter()
+        .map(|t| {
+            std::fs::read_to_string(out.join(format!("{t}.jsonl")))
+                .unwrap()
+                .lines()
+                .count()
+        })
+        .sum();
+    if lines != n {
+        let mut inputs = Reader::new(&brokers, &INPUT_TOPICS);
+        inputs.drain(Duration::from_secs(20));
+        let mut per: BTreeMap<(String, i32), (usize, i64)> = BTreeMap::new();
+        for g in &inputs.got {
+            let e = per.entry((g.topic.clone(), g.partition)).or_default();
+            e.0 += 1;
+            e.1 = e.1.max(g.offset);
+        }
+        eprintln!("DEBUG topic read by test: {per:?}");
+        for t in INPUT_TOPICS {
+            let text = std::fs::read_to_string(out.join(format!("{t}.jsonl"))).unwrap();
+            let mut per: BTreeMap<i64, (usize, i64)> = BTreeMap::new();
+            for l in text.lines() {
+                let v: Value = serde_json::from_str(l).unwrap();
+                let e = per.entry(v["partition"].as_i64().unwrap()).or_default();
+                e.0 += 1;
+                e.1 = e.1.max(v["offset"].as_i64().unwrap());
+            }
+            eprintln!("DEBUG recorded {t}: {per:?}");
+        }
+        eprintln!("{}", rec.log_tail(20));
+    }
+    assert_eq!(lines, n, "every produced record recorded once");
+
+    let expected = replay(&[&edge, &small], None, dir.path(), "expected");
+    let replayed = replay(&[&out], None, dir.path(), "replayed");
+    assert!(!expected.is_empty());
+    assert_same(&replayed, &expected, &rec.log_tail(5));
+}
