@@ -58,6 +58,57 @@ pub struct RunArgs {
     /// statically and no offsets are committed). Default: unique per run.
     #[arg(long)]
     pub group_id: Option<String>,
+    /// Cluster mode: number of processes of this job (timely's multi-process
+    /// mode; each runs `--workers` threads and reads its workers' partitions).
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
+    /// Cluster mode: this process's index, 0 .. processes.
+    #[arg(long, default_value_t = 0)]
+    pub process: usize,
+    /// Cluster mode: file with one `host:port` per process, in index order.
+    #[arg(long)]
+    pub hostfile: Option<std::path::PathBuf>,
+}
+
+/// The timely configuration: one process, or a member of a cluster.
+fn timely_config(args: &RunArgs, workers: usize) -> anyhow::Result<timely::Config> {
+    if args.processes <= 1 {
+        return Ok(timely::Config::process(workers));
+    }
+    anyhow::ensure!(
+        args.process < args.processes,
+        "--process must be below --processes ({})",
+        args.processes
+    );
+    let path = args
+        .hostfile
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("--processes > 1 needs --hostfile"))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let addresses: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    anyhow::ensure!(
+        addresses.len() == args.processes,
+        "{} lists {} addresses for --processes {}",
+        path.display(),
+        addresses.len(),
+        args.processes
+    );
+    Ok(timely::Config {
+        communication: timely::CommunicationConfig::Cluster {
+            threads: workers,
+            process: args.process,
+            addresses,
+            report: false,
+            zerocopy: false,
+        },
+        worker: timely::WorkerConfig::default(),
+    })
 }
 
 /// Records read per poll round before the dataflow gets a step.
@@ -137,11 +188,10 @@ pub fn run(args: RunArgs, config: Config, workers: usize) -> anyhow::Result<()> 
         barrier: Barrier::new(workers),
     });
     let started = Instant::now();
-    let results = timely::execute(timely::Config::process(workers), move |worker| {
-        run_worker(worker, &shared)
-    })
-    .map_err(|e| anyhow::anyhow!("timely: {e}"))?
-    .join();
+    let timely_config = timely_config(&args, workers)?;
+    let results = timely::execute(timely_config, move |worker| run_worker(worker, &shared))
+        .map_err(|e| anyhow::anyhow!("timely: {e}"))?
+        .join();
     let mut total = WorkerSummary::default();
     let mut first_error = None;
     for r in results {
