@@ -75,6 +75,9 @@ pub fn build<'s>(
         candidates.push(found);
     }
     let candidates = differential_dataflow::collection::concatenate(resolved.scope(), candidates);
-    let ready = gate::gate(candidates, state::user_facts(resolved));
+    let ready = gate::gate(
+        candidates,
+        operators::context_changes(state::user_facts(resolved)),
+    );
     fire_once(ready, retention.fired_ms)
 }

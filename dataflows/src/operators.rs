@@ -487,3 +487,68 @@ pub fn fire_once<'s>(ready: Coll<'s, Ready>, remember_ms: Time) -> Stream<'s, Ti
         },
     )
 }
+
+/// Passes a user's facts through, except `Context` facts that repeat the
+/// language and timezone of the previous one of that user: the gate then
+/// holds changes, not every event. Facts are taken in time order, then
+/// application order; a retraction passes only for a fact that passed.
+pub fn context_changes<'s>(
+    facts: Coll<'s, (String, (crate::state::At, crate::state::UserFact))>,
+) -> Coll<'s, (String, (crate::state::At, crate::state::UserFact))> {
+    use crate::state::{At, UserFact};
+    type Fact = (String, (At, UserFact));
+    facts
+        .inner
+        .unary_frontier(
+            Exchange::new(|u: &(Fact, Time, isize)| (u.0).0.hashed()),
+            "ContextChanges",
+            |_cap, _info| {
+                let mut pending: BTreeMap<Time, Vec<(Fact, isize)>> = BTreeMap::new();
+                let mut held: Option<Capability<Time>> = None;
+                let mut last: HashMap<String, (Option<String>, Option<String>)> = HashMap::new();
+                let mut passed: std::collections::HashSet<(String, At)> =
+                    std::collections::HashSet::new();
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data| {
+                        let Some(&least) = cap.least() else { return };
+                        for (f, t, r) in data.drain(..) {
+                            let t = t.max(least);
+                            pending.entry(t).or_default().push((f, r));
+                            hold(&mut held, &cap, t);
+                        }
+                    });
+                    let f = frontier_time(frontier);
+                    while let Some(entry) = pending.first_entry() {
+                        let t = *entry.key();
+                        if f.is_some_and(|f| t >= f) {
+                            break;
+                        }
+                        let mut batch = entry.remove();
+                        batch.sort();
+                        let cap = held.as_ref().expect("held capability").delayed(&t);
+                        let mut session = output.session(&cap);
+                        for ((user, (at, fact)), r) in batch {
+                            if let UserFact::Context { language, timezone } = &fact {
+                                let key = (user.clone(), at.clone());
+                                if r < 0 {
+                                    if passed.remove(&key) {
+                                        session.give(((user, (at, fact)), t, r));
+                                    }
+                                    continue;
+                                }
+                                let value = (language.clone(), timezone.clone());
+                                if last.get(&user) == Some(&value) {
+                                    continue;
+                                }
+                                last.insert(user.clone(), value);
+                                passed.insert(key);
+                            }
+                            session.give(((user, (at, fact)), t, r));
+                        }
+                    }
+                    release(&mut held, &pending);
+                }
+            },
+        )
+        .as_collection()
+}
