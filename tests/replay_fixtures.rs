@@ -78,7 +78,7 @@ fn abandoned_cart_cases() {
 /// and price(p) at `T` when a price is known)". p5's price at T (70 min) is
 /// 19.5 (set at 30 min, replacing 20.0).
 #[test]
-#[ignore = "BUG: abandoned_cart items carry no price(p) at T although a price is known (triggers.md, abandoned_cart: `items`)"]
+
 fn abandoned_cart_items_carry_price_at_t() {
     let s = replay_all(
         &fixture("abandoned_cart.jsonl"),

@@ -47,6 +47,16 @@ pub fn build<'s>(
         Input::Stock(s) => Some(ProductMsg::Stock(s)),
         _ => None,
     });
+    let cart_ms = retention.cart_ms;
+    let prices = operators::with_expiry(
+        product_msgs.clone().flat_map(|m| match m {
+            ProductMsg::Price(p) => Some((p.product_id, (p.ts, p.price))),
+            ProductMsg::Stock(_) => None,
+        }),
+        clock,
+        "PriceHistory",
+        move |(_p, (ts, _))| Some(ts.saturating_add(cart_ms)),
+    );
     let changes = product_changes(product_msgs, clock);
 
     let cart_ops = state::cart_ops(resolved.clone());
@@ -57,7 +67,9 @@ pub fn build<'s>(
     for c in campaigns {
         let name = c.name.as_str();
         let found = match &c.kind {
-            Kind::AbandonedCart(p) => kinds::abandoned_cart(name, p, clock, cart_ops.clone()),
+            Kind::AbandonedCart(p) => {
+                kinds::abandoned_cart(name, p, clock, cart_ops.clone(), prices.clone())
+            }
             Kind::AbandonedBrowse(p) => kinds::abandoned_browse(name, p, clock, activity.clone()),
             Kind::PriceDrop(p) => {
                 let views = state::views_by_product(

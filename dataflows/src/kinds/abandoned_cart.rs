@@ -3,9 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::campaign::AbandonedCart;
-use crate::model::{Item, Time};
+use crate::model::{Item, Money, Time};
 use crate::operators::{shift_to, Candidate, Clock, Coll};
-use crate::state::{apply_ops, firing_times, trigger_id, AtOp, ListOp, User};
+use crate::state::{apply_ops, firing_times, trigger_id, AtOp, ListOp, Product, User};
 
 /// The reduce's input: the user's cart operations, and one timer per cart
 /// change, present from the bucket of the change's `ts + delay_ms` on.
@@ -29,6 +29,7 @@ pub fn abandoned_cart<'s>(
     params: &AbandonedCart,
     clock: Clock,
     cart_ops: Coll<'s, (User, AtOp)>,
+    prices: Coll<'s, (Product, (Time, Money))>,
 ) -> Coll<'s, Firing> {
     let delay = params.delay_ms;
     let changes = cart_ops.clone().flat_map(|(u, (at, op))| match op {
@@ -45,7 +46,7 @@ pub fn abandoned_cart<'s>(
         },
     );
     let name = campaign.to_string();
-    cart_ops
+    let firings = cart_ops
         .map(|(u, op)| (u, CartIn::Op(op)))
         .concat(timers)
         .reduce_named(
@@ -125,11 +126,67 @@ pub fn abandoned_cart<'s>(
                             reminder: None,
                         };
                         if tau >= recent {
-                            output.push(((tau, candidate), 1));
+                            output.push(((tau, end, candidate), 1));
                         }
                         break;
                     }
                 }
             },
+        );
+    attach_prices(campaign, firings, prices)
+}
+
+/// What the regrouping reduce sees per trigger id.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Priced {
+    Firing(User, Time, Candidate),
+    Price(Product, Money),
+}
+
+/// Sets each item's `price` to price(p) at `T` (the latest `prices`
+/// message with `ts <= T`), where one is known.
+fn attach_prices<'s>(
+    campaign: &str,
+    firings: Coll<'s, (User, (Time, Time, Candidate))>,
+    prices: Coll<'s, (Product, (Time, Money))>,
+) -> Coll<'s, Firing> {
+    let requests = firings.clone().flat_map(|(_u, (_tau, due, c))| {
+        let id = c.trigger_id;
+        c.items
+            .into_iter()
+            .map(move |i| (i.product_id, (id.clone(), due)))
+    });
+    let found = requests
+        .join_map(prices, |p, (id, due), (ts, price)| {
+            ((id.clone(), p.clone()), (*due, *ts, *price))
+        })
+        .filter(|(_, (due, ts, _))| ts <= due)
+        .reduce_named(&format!("{campaign}: price at T"), |_key, input, output| {
+            // Sorted by (T, ts, price): the last is the latest price at T.
+            let ((_, _, price), _) = input[input.len() - 1];
+            output.push((*price, 1));
+        })
+        .map(|((id, p), price)| (id, Priced::Price(p, price)));
+    firings
+        .map(|(u, (tau, _due, c))| (c.trigger_id.clone(), Priced::Firing(u, tau, c)))
+        .concat(found)
+        .reduce_named(
+            &format!("{campaign}: priced items"),
+            |_id, input, output| {
+                for (x, _) in input {
+                    let Priced::Firing(u, tau, c) = x else {
+                        continue;
+                    };
+                    let mut c = c.clone();
+                    for item in &mut c.items {
+                        item.price = input.iter().find_map(|(y, _)| match y {
+                            Priced::Price(p, price) if *p == item.product_id => Some(*price),
+                            _ => None,
+                        });
+                    }
+                    output.push(((u.clone(), *tau, c), 1));
+                }
+            },
         )
+        .map(|(_id, (u, tau, c))| (u, (tau, c)))
 }
