@@ -2,17 +2,11 @@
 //! out at the firing time and attaches the user's language and timezone as
 //! known at that time.
 
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use crate::model::{Channel, Time};
-use crate::operators::{Candidate, Coll, Ready};
+use crate::operators::{evaluate_with_facts, Candidate, Clock, Coll, Ready};
 use crate::state::{At, User, UserFact};
-
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum GateIn {
-    Fact(At, UserFact),
-    Candidate(Time, Candidate),
-}
 
 /// Opted out at `τ`: on the facts known at `τ`, in application order, the
 /// latest `consent` of every channel says `granted: false`, or a `forget`
@@ -37,50 +31,50 @@ fn opted_out<'a>(facts: impl Iterator<Item = (&'a At, &'a UserFact)>) -> bool {
     state.iter().all(|s| *s == Some(false))
 }
 
-/// Candidates that may fire, with the user's language and timezone at `τ`.
+/// Candidates that may fire, with the user's language and timezone at `τ`:
+/// each candidate insertion is evaluated once against the user's facts known
+/// at its `τ` (the emitter ignores repeats of an id).
 pub fn gate<'s>(
     candidates: Coll<'s, (User, (Time, Candidate))>,
     facts: Coll<'s, (User, (At, UserFact))>,
+    clock: Clock,
 ) -> Coll<'s, Ready> {
-    facts
-        .map(|(u, (at, f))| (u, GateIn::Fact(at, f)))
-        .concat(candidates.map(|(u, (tau, c))| (u, GateIn::Candidate(tau, c))))
-        .reduce_named(
-            "Gate: opt-out, language, timezone",
-            |_user, input, output| {
-                let facts: Vec<(&At, &UserFact)> = input
-                    .iter()
-                    .filter_map(|(x, _)| match x {
-                        GateIn::Fact(at, f) => Some((at, f)),
-                        GateIn::Candidate(..) => None,
-                    })
-                    .collect();
-                for (x, _) in input {
-                    let GateIn::Candidate(tau, cand) = x else {
-                        continue;
-                    };
-                    let visible = || facts.iter().copied().filter(|(at, _)| at.known <= *tau);
-                    if opted_out(visible()) {
-                        continue;
+    evaluate_with_facts(
+        candidates,
+        facts,
+        clock,
+        "Gate: opt-out, language, timezone",
+        false,
+        |user: &User,
+         (tau, cand): &(Time, Candidate),
+         facts: &BTreeMap<(At, UserFact), isize>,
+         out: &mut Vec<Ready>| {
+            let visible = || {
+                facts
+                    .keys()
+                    .filter(|(at, _)| at.known <= *tau)
+                    .map(|(at, f)| (at, f))
+            };
+            if opted_out(visible()) {
+                return;
+            }
+            let mut language = None;
+            let mut timezone = None;
+            for (_, f) in visible() {
+                if let UserFact::Context {
+                    language: l,
+                    timezone: t,
+                } = f
+                {
+                    if l.is_some() {
+                        language = l.clone();
                     }
-                    let mut language = None;
-                    let mut timezone = None;
-                    for (_, f) in visible() {
-                        if let UserFact::Context {
-                            language: l,
-                            timezone: t,
-                        } = f
-                        {
-                            if l.is_some() {
-                                language = l.clone();
-                            }
-                            if t.is_some() {
-                                timezone = t.clone();
-                            }
-                        }
+                    if t.is_some() {
+                        timezone = t.clone();
                     }
-                    output.push(((*tau, cand.clone(), language, timezone), 1));
                 }
-            },
-        )
+            }
+            out.push((user.clone(), (*tau, cand.clone(), language, timezone)));
+        },
+    )
 }

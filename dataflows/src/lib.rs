@@ -78,10 +78,17 @@ pub fn build<'s>(
                     p.view_window_ms,
                     &format!("{name}: views in window"),
                 );
-                kinds::price_drop(name, p, changes.clone(), lists_by_product.clone(), views)
+                kinds::price_drop(
+                    name,
+                    p,
+                    clock,
+                    changes.clone(),
+                    lists_by_product.clone(),
+                    views,
+                )
             }
             Kind::BackInStock(_) => {
-                kinds::back_in_stock(name, changes.clone(), lists_by_product.clone())
+                kinds::back_in_stock(name, clock, changes.clone(), lists_by_product.clone())
             }
         };
         candidates.push(found);
@@ -90,6 +97,7 @@ pub fn build<'s>(
     let ready = gate::gate(
         candidates,
         operators::context_changes(state::user_facts(resolved)),
+        clock,
     );
     fire_once(ready, retention.fired_ms)
 }

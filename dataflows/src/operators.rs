@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use differential_dataflow::consolidation::consolidate_updates;
 use differential_dataflow::difference::Semigroup;
-use differential_dataflow::{AsCollection, Data, Hashable, VecCollection};
+use differential_dataflow::{AsCollection, Data, ExchangeData, Hashable, VecCollection};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
@@ -551,4 +551,137 @@ pub fn context_changes<'s>(
             },
         )
         .as_collection()
+}
+
+/// A user's facts about one product: `(user, at, fact) -> multiplicity`,
+/// sorted by user, then application order.
+pub type ProductFacts = BTreeMap<(String, crate::state::At, crate::state::ProductFact), isize>;
+
+/// Evaluates events against the facts held under their key, as of the
+/// event's time: a keyed stateful operator standing in for join + reduce
+/// where the events need no maintenance (they happen once). `facts` is a
+/// maintained collection, kept per key as `fact -> multiplicity`; `events`
+/// is read for its insertions. At each complete time the facts of that time
+/// are applied first, then `logic(key, event, facts, out)` pushes outputs.
+/// With `transient`, each output is retracted one bucket later; otherwise
+/// outputs are insertions only (a stream of happenings).
+pub fn evaluate_with_facts<'s, K, E, F, O, L>(
+    events: Coll<'s, (K, E)>,
+    facts: Coll<'s, (K, F)>,
+    clock: Clock,
+    name: &str,
+    transient: bool,
+    mut logic: L,
+) -> Coll<'s, O>
+where
+    K: ExchangeData + Hashable<Output = u64> + std::hash::Hash,
+    E: ExchangeData,
+    F: ExchangeData,
+    O: Data,
+    L: FnMut(&K, &E, &BTreeMap<F, isize>, &mut Vec<O>) + 'static,
+{
+    use timely::dataflow::operators::generic::operator::Operator as _;
+    let out = events.inner.binary_frontier(
+        facts.inner,
+        Exchange::new(|u: &((K, E), Time, isize)| (u.0).0.hashed()),
+        Exchange::new(|u: &((K, F), Time, isize)| (u.0).0.hashed()),
+        name,
+        move |_cap, _info| {
+            let mut pending_events: BTreeMap<Time, Vec<(K, E)>> = BTreeMap::new();
+            let mut pending_facts: BTreeMap<Time, Vec<((K, F), isize)>> = BTreeMap::new();
+            let mut held: Option<Capability<Time>> = None;
+            let mut state: HashMap<K, BTreeMap<F, isize>> = HashMap::new();
+            let mut found: Vec<O> = Vec::new();
+            move |(in1, f1), (in2, f2), output| {
+                in1.for_each(|cap, data| {
+                    let Some(&least) = cap.least() else { return };
+                    for (e, t, r) in data.drain(..) {
+                        if r > 0 {
+                            let t = t.max(least);
+                            pending_events.entry(t).or_default().push(e);
+                            hold(&mut held, &cap, t);
+                        }
+                    }
+                });
+                in2.for_each(|cap, data| {
+                    let Some(&least) = cap.least() else { return };
+                    for (f, t, r) in data.drain(..) {
+                        let t = t.max(least);
+                        pending_facts.entry(t).or_default().push((f, r));
+                    }
+                });
+                // Complete times: below both input frontiers.
+                let f = match (frontier_time(f1), frontier_time(f2)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let done = |t: Time| f.is_none_or(|f| t < f);
+                loop {
+                    let next_fact = pending_facts.keys().next().copied().filter(|&t| done(t));
+                    let next_event = pending_events.keys().next().copied().filter(|&t| done(t));
+                    let t = match (next_fact, next_event) {
+                        (None, None) => break,
+                        (Some(a), Some(b)) => a.min(b),
+                        (a, b) => a.or(b).expect("one is some"),
+                    };
+                    if let Some(batch) = pending_facts.remove(&t) {
+                        for ((k, fact), r) in batch {
+                            let facts = state.entry(k.clone()).or_default();
+                            let n = facts.entry(fact.clone()).or_insert(0);
+                            *n += r;
+                            if *n == 0 {
+                                facts.remove(&fact);
+                                if facts.is_empty() {
+                                    state.remove(&k);
+                                }
+                            }
+                        }
+                    }
+                    if let Some(mut batch) = pending_events.remove(&t) {
+                        batch.sort();
+                        let empty = BTreeMap::new();
+                        for (k, e) in batch {
+                            logic(&k, &e, state.get(&k).unwrap_or(&empty), &mut found);
+                        }
+                        if !found.is_empty() {
+                            let cap = held.as_ref().expect("held capability").delayed(&t);
+                            let mut session = output.session(&cap);
+                            for x in found.drain(..) {
+                                if transient {
+                                    session.give((x.clone(), t + clock.bucket_ms, -1isize));
+                                }
+                                session.give((x, t, 1isize));
+                            }
+                        }
+                    }
+                }
+                release(&mut held, &pending_events);
+            }
+        },
+    );
+    hold_future(out.as_collection(), &format!("{name}: expire"))
+}
+
+/// Product events (price drops, restocks) evaluated against the facts users
+/// hold about the product (see [`evaluate_with_facts`]); outputs are
+/// transient candidates `(user, (τ, candidate))`.
+pub fn product_audience<'s, L>(
+    changes: Coll<'s, (String, ProductChange)>,
+    facts: Coll<'s, crate::state::ByProduct>,
+    clock: Clock,
+    name: &str,
+    mut logic: L,
+) -> Coll<'s, (String, (Time, Candidate))>
+where
+    L: FnMut(&str, &ProductChange, &ProductFacts, &mut Vec<(String, (Time, Candidate))>) + 'static,
+{
+    let facts = facts.map(|(p, (u, at, f))| (p, (u, at, f)));
+    evaluate_with_facts(
+        changes,
+        facts,
+        clock,
+        name,
+        true,
+        move |p: &String, change, facts, out| logic(p, change, facts, out),
+    )
 }
