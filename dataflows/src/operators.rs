@@ -557,6 +557,9 @@ pub fn context_changes<'s>(
 /// sorted by user, then application order.
 pub type ProductFacts = BTreeMap<(String, crate::state::At, crate::state::ProductFact), isize>;
 
+/// A keyed fact with its multiplicity change.
+type KeyedUpdate<K, F> = ((K, F), isize);
+
 /// Evaluates events against the facts held under their key, as of the
 /// event's time: a keyed stateful operator standing in for join + reduce
 /// where the events need no maintenance (they happen once). `facts` is a
@@ -588,7 +591,7 @@ where
         name,
         move |_cap, _info| {
             let mut pending_events: BTreeMap<Time, Vec<(K, E)>> = BTreeMap::new();
-            let mut pending_facts: BTreeMap<Time, Vec<((K, F), isize)>> = BTreeMap::new();
+            let mut pending_facts: BTreeMap<Time, Vec<KeyedUpdate<K, F>>> = BTreeMap::new();
             let mut held: Option<Capability<Time>> = None;
             let mut state: HashMap<K, BTreeMap<F, isize>> = HashMap::new();
             let mut found: Vec<O> = Vec::new();

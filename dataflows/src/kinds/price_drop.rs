@@ -15,7 +15,7 @@ pub(crate) fn per_user<'a>(
 ) {
     let mut group: Vec<(&At, &ProductFact)> = Vec::new();
     let mut current: Option<&str> = None;
-    for ((u, at, f), _) in facts {
+    for (u, at, f) in facts.keys() {
         if current != Some(u.as_str()) {
             if let Some(c) = current {
                 each(c, &group);
