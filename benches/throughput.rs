@@ -3,7 +3,7 @@
 //! and the process's peak resident memory.
 //!
 //! `cargo bench --bench throughput -- [--events N] [--users N] [--products N]
-//!  [--workers N] [--rate-per-s R] [--bucket-ms MS]`
+//!  [--workers N] [--rate-per-s R] [--bucket-ms MS] [--config FILE]`
 //! Defaults: 10M events, 1M users, 100k products, 2 workers.
 
 use std::time::Instant;
@@ -45,7 +45,11 @@ fn main() {
         ..GenerateArgs::default()
     };
     let workers = arg("--workers", 2.0) as usize;
-    let mut config = Config::default();
+    let args: Vec<String> = std::env::args().collect();
+    let mut config = match args.iter().position(|a| a == "--config") {
+        Some(i) => Config::load(std::path::Path::new(&args[i + 1])).expect("a valid --config"),
+        None => Config::default(),
+    };
     config.time.bucket_ms = arg("--bucket-ms", 60_000.0) as u64;
 
     let started = Instant::now();

@@ -1,10 +1,30 @@
 #!/usr/bin/env bash
-# Installs what the tests need and a fresh machine lacks: the tansu broker
-# (built from crates.io), Prometheus' promtool, and the Python SMTP server
-# the courier's tests use. Skips what is already present.
+# Installs what the build and tests need and a fresh machine lacks: OpenSSL
+# headers and pkg-config (the courier's HTTP and SMTP clients), the tansu
+# broker (built from crates.io), and Debian's Prometheus (server and
+# promtool). Skips what is already present.
 set -euo pipefail
 
 export PATH="$HOME/.cargo/bin:$PATH"
+
+apt_updated=""
+apt_install() {
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup: no apt-get; install $* by hand" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  if [ -z "$apt_updated" ]; then
+    apt-get update -qq
+    apt_updated=1
+  fi
+  apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists openssl; then
+  echo "setup: installing libssl-dev and pkg-config"
+  apt_install libssl-dev pkg-config
+fi
 
 if ! command -v tansu >/dev/null 2>&1; then
   echo "setup: building tansu from crates.io (about 9 minutes on 2 cores)"
@@ -13,17 +33,6 @@ fi
 
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
   echo "setup: installing Debian's prometheus"
-  if command -v apt-get >/dev/null 2>&1; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq prometheus >/dev/null
-  else
-    echo "setup: no apt-get; install prometheus (server and promtool) by hand" >&2
-    exit 1
-  fi
+  apt_install prometheus
 fi
 
-if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
-  echo "setup: installing aiosmtpd (a real SMTP server for the courier's tests)"
-  python3 -m pip install --quiet aiosmtpd
-fi

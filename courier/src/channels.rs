@@ -158,9 +158,15 @@ fn classify_status(status: reqwest::StatusCode) -> Result<(), SendError> {
     if status.is_success() {
         Ok(())
     } else if status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error() {
-        Err(SendError::Transient(format!("http status {}", status.as_u16())))
+        Err(SendError::Transient(format!(
+            "http status {}",
+            status.as_u16()
+        )))
     } else {
-        Err(SendError::Permanent(format!("http status {}", status.as_u16())))
+        Err(SendError::Permanent(format!(
+            "http status {}",
+            status.as_u16()
+        )))
     }
 }
 
@@ -189,7 +195,10 @@ impl Channels {
         let c = &cfg.channels;
         let mut limiters = HashMap::new();
         let webhook = c.webhook.as_ref().map(|w| {
-            limiters.insert(ChannelKind::Webhook, RateLimiter::new(w.rate_per_sec, w.burst));
+            limiters.insert(
+                ChannelKind::Webhook,
+                RateLimiter::new(w.rate_per_sec, w.burst),
+            );
             Webhook {
                 url: w.url.clone(),
                 secret: secret(&w.secret, &w.secret_env).map(String::into_bytes),
@@ -220,7 +229,10 @@ impl Channels {
         let email = match &c.email {
             None => None,
             Some(m) => {
-                limiters.insert(ChannelKind::Email, RateLimiter::new(m.rate_per_sec, m.burst));
+                limiters.insert(
+                    ChannelKind::Email,
+                    RateLimiter::new(m.rate_per_sec, m.burst),
+                );
                 Some(build_email(m)?)
             }
         };
@@ -411,7 +423,6 @@ impl Channels {
             }
         }
     }
-
 }
 
 trait JsonBody {
@@ -435,9 +446,9 @@ fn build_email(m: &EmailConfig) -> Result<Email, ChannelSetupError> {
         StartTls::Opportunistic => Tls::Opportunistic(
             TlsParameters::new(m.smtp_host.clone()).map_err(|e| err(e.to_string()))?,
         ),
-        StartTls::Required => Tls::Required(
-            TlsParameters::new(m.smtp_host.clone()).map_err(|e| err(e.to_string()))?,
-        ),
+        StartTls::Required => {
+            Tls::Required(TlsParameters::new(m.smtp_host.clone()).map_err(|e| err(e.to_string()))?)
+        }
     };
     let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&m.smtp_host)
         .port(m.smtp_port)

@@ -481,7 +481,10 @@ impl Config {
         }
         check_share("defaults.control_share", d.control_share)?;
         if d.channels.is_empty() {
-            return Err(field_err("defaults.channels", "must list at least one channel"));
+            return Err(field_err(
+                "defaults.channels",
+                "must list at least one channel",
+            ));
         }
         if d.cap_window_ms == 0 {
             return Err(field_err("defaults.cap_window_ms", "must be > 0"));
@@ -584,7 +587,10 @@ impl Config {
                 }
             }
             if c.templates.is_empty() {
-                return Err(field_err(p("templates"), "at least one language is required"));
+                return Err(field_err(
+                    p("templates"),
+                    "at least one language is required",
+                ));
             }
             if !c.templates.contains_key(&d.fallback_language) {
                 return Err(field_err(
@@ -608,7 +614,11 @@ impl Config {
     pub fn policy(&self, campaign: &str) -> Option<CampaignPolicy> {
         let c = self.campaigns.get(campaign)?;
         let d = &self.defaults;
-        let qs = parse_hhmm(c.quiet_hours_start.as_deref().unwrap_or(&d.quiet_hours_start))?;
+        let qs = parse_hhmm(
+            c.quiet_hours_start
+                .as_deref()
+                .unwrap_or(&d.quiet_hours_start),
+        )?;
         let qe = parse_hhmm(c.quiet_hours_end.as_deref().unwrap_or(&d.quiet_hours_end))?;
         Some(CampaignPolicy {
             name: campaign.to_string(),

@@ -12,7 +12,6 @@ use crate::template::Templates;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 /// A trigger waiting in the deferred queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,7 +32,10 @@ pub enum Input {
         payload: Option<Vec<u8>>,
     },
     /// A deferred trigger that is due.
-    Release { until: i64, entry: DeferredEntry },
+    Release {
+        until: i64,
+        entry: Box<DeferredEntry>,
+    },
 }
 
 /// Everything one batch decided.
@@ -55,6 +57,16 @@ pub struct Engine {
     horizon_ms: i64,
     metrics: Metrics,
     topic: String,
+    /// Writes of the batch being committed while the next one is decided
+    /// (see [`crate::runner::Pipeline`]).
+    overlay: Overlay,
+}
+
+/// Decisions of a batch whose store commit may still be in flight.
+#[derive(Debug, Default)]
+struct Overlay {
+    ledger: HashSet<String>,
+    history: HashMap<String, History>,
 }
 
 struct Cand {
@@ -65,7 +77,11 @@ struct Cand {
 }
 
 impl Engine {
-    pub fn new(cfg: &Config, metrics: Metrics, topic: &str) -> Result<Engine, crate::config::ConfigError> {
+    pub fn new(
+        cfg: &Config,
+        metrics: Metrics,
+        topic: &str,
+    ) -> Result<Engine, crate::config::ConfigError> {
         let policies = cfg
             .campaigns
             .keys()
@@ -85,11 +101,32 @@ impl Engine {
             horizon_ms: cfg.history_horizon_ms(),
             metrics,
             topic: topic.to_string(),
+            overlay: Overlay::default(),
         })
     }
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Makes `batch`'s decisions visible to the next `decide_batch` before
+    /// they are committed (replaces the previous overlay, which must be
+    /// committed by then).
+    pub fn set_overlay(&mut self, batch: &Batch) {
+        self.overlay = Overlay {
+            ledger: batch
+                .writes
+                .ledger
+                .iter()
+                .map(|(id, ..)| id.clone())
+                .collect(),
+            history: batch.writes.history.clone(),
+        };
+    }
+
+    /// Forgets the overlay (its batch is committed).
+    pub fn clear_overlay(&mut self) {
+        self.overlay = Overlay::default();
     }
 
     fn tz(&mut self, name: Option<&str>) -> Option<TimeZone> {
@@ -113,7 +150,12 @@ impl Engine {
     }
 
     /// Decides one batch at time `now` against the store's current state.
-    pub fn decide_batch(&mut self, store: &Store, inputs: Vec<Input>, now: i64) -> Result<Batch, StoreError> {
+    pub fn decide_batch(
+        &mut self,
+        store: &Store,
+        inputs: Vec<Input>,
+        now: i64,
+    ) -> Result<Batch, StoreError> {
         let reader = store.reader()?;
         let mut batch = Batch::default();
         let mut cands = Vec::with_capacity(inputs.len());
@@ -129,12 +171,28 @@ impl Engine {
                     let payload = payload.unwrap_or_default();
                     match Trigger::parse(&payload) {
                         Ok(t) => {
-                            if reader.ledger(&t.trigger_id)?.is_some() || !seen.insert(t.trigger_id.clone()) {
+                            if self.overlay.ledger.contains(&t.trigger_id)
+                                || reader.ledger(&t.trigger_id, t.ts)?.is_some()
+                                || !seen.insert(t.trigger_id.clone())
+                            {
                                 let v = self.variant_of(&t);
-                                self.record(&mut batch, &t, now, Status::Suppressed, v, None, Some("duplicate"), None, None);
+                                self.record(
+                                    &mut batch,
+                                    &t,
+                                    now,
+                                    Status::Suppressed,
+                                    v,
+                                    None,
+                                    Some("duplicate"),
+                                    None,
+                                    None,
+                                );
                                 continue;
                             }
-                            let priority = self.policies.get(&t.campaign).map_or(i32::MIN, |p| p.priority);
+                            let priority = self
+                                .policies
+                                .get(&t.campaign)
+                                .map_or(i32::MIN, |p| p.priority);
                             cands.push(Cand {
                                 trigger: t,
                                 release: None,
@@ -152,9 +210,9 @@ impl Engine {
                             }
                             .emit(&self.metrics);
                             let s = Trigger::salvage(&payload);
-                            let trigger_id = s
-                                .trigger_id
-                                .unwrap_or_else(|| format!("malformed:{}:{partition}:{offset}", self.topic));
+                            let trigger_id = s.trigger_id.unwrap_or_else(|| {
+                                format!("malformed:{}:{partition}:{offset}", self.topic)
+                            });
                             let campaign = s.campaign.unwrap_or_default();
                             let r = Receipt {
                                 trigger_id,
@@ -187,6 +245,7 @@ impl Engine {
                         .get(&entry.trigger.campaign)
                         .map_or(i32::MIN, |p| p.priority);
                     seen.insert(entry.trigger.trigger_id.clone());
+                    let entry = *entry;
                     cands.push(Cand {
                         trigger: entry.trigger,
                         release: Some(until),
@@ -198,21 +257,30 @@ impl Engine {
         }
         // Competing triggers of one user: higher priority first.
         cands.sort_by(|a, b| {
-            (a.trigger.user_id.as_str(), std::cmp::Reverse(a.priority), a.trigger.ts, a.trigger.trigger_id.as_str()).cmp(&(
-                b.trigger.user_id.as_str(),
-                std::cmp::Reverse(b.priority),
-                b.trigger.ts,
-                b.trigger.trigger_id.as_str(),
-            ))
+            (
+                a.trigger.user_id.as_str(),
+                std::cmp::Reverse(a.priority),
+                a.trigger.ts,
+                a.trigger.trigger_id.as_str(),
+            )
+                .cmp(&(
+                    b.trigger.user_id.as_str(),
+                    std::cmp::Reverse(b.priority),
+                    b.trigger.ts,
+                    b.trigger.trigger_id.as_str(),
+                ))
         });
-        let mut histories: HashMap<String, History> = HashMap::new();
+        let mut histories: HashMap<String, (History, bool)> = HashMap::new();
         let mut profiles: HashMap<String, Option<Profile>> = HashMap::new();
         for c in cands {
             self.decide_one(&reader, &mut batch, &mut histories, &mut profiles, c, now)?;
         }
-        for (user, mut h) in histories {
-            h.trim(now, self.horizon_ms);
-            batch.writes.history.insert(user, h);
+        // Only histories that changed are written.
+        for (user, (mut h, dirty)) in histories {
+            if dirty {
+                h.trim(now, self.horizon_ms);
+                batch.writes.history.insert(user, h);
+            }
         }
         Ok(batch)
     }
@@ -264,7 +332,7 @@ impl Engine {
         &mut self,
         reader: &Reader,
         batch: &mut Batch,
-        histories: &mut HashMap<String, History>,
+        histories: &mut HashMap<String, (History, bool)>,
         profiles: &mut HashMap<String, Option<Profile>>,
         c: Cand,
         now: i64,
@@ -275,15 +343,32 @@ impl Engine {
             batch.writes.deferred_del.push((until, id.clone()));
         }
         let Some(pol) = self.policies.get(&t.campaign).cloned() else {
-            self.record(batch, t, now, Status::Failed, Variant::Treatment, None, Some("unknown_campaign"), None, None);
-            batch.writes.ledger.push((id, LedgerStatus::Failed, now));
+            self.record(
+                batch,
+                t,
+                now,
+                Status::Failed,
+                Variant::Treatment,
+                None,
+                Some("unknown_campaign"),
+                None,
+                None,
+            );
+            batch
+                .writes
+                .ledger
+                .push((id, t.ts, LedgerStatus::Failed, now));
             return Ok(());
         };
         if !profiles.contains_key(&t.user_id) {
             profiles.insert(t.user_id.clone(), reader.profile(&t.user_id)?);
         }
         if !histories.contains_key(&t.user_id) {
-            histories.insert(t.user_id.clone(), reader.history(&t.user_id)?);
+            let h = match self.overlay.history.get(&t.user_id) {
+                Some(h) => h.clone(),
+                None => reader.history(&t.user_id)?,
+            };
+            histories.insert(t.user_id.clone(), (h, false));
         }
         let profile = profiles.get(&t.user_id).and_then(|p| p.as_ref());
         let tz_name = profile.and_then(|p| p.timezone.clone());
@@ -292,7 +377,7 @@ impl Engine {
             .or_else(|| self.tz(t.timezone.as_deref()))
             .unwrap_or_else(|| self.default_tz.clone());
         let profile = profiles.get(&t.user_id).and_then(|p| p.as_ref());
-        let history = histories.get_mut(&t.user_id).expect("loaded");
+        let (history, dirty) = histories.get_mut(&t.user_id).expect("loaded");
         let mode = if c.release.is_some() {
             Mode::Release
         } else {
@@ -305,26 +390,69 @@ impl Engine {
                 detail,
                 variant,
             } => {
-                self.record(batch, t, now, Status::Suppressed, variant, None, Some(reason.as_str()), None, detail);
-                batch.writes.ledger.push((id, LedgerStatus::Suppressed, now));
+                self.record(
+                    batch,
+                    t,
+                    now,
+                    Status::Suppressed,
+                    variant,
+                    None,
+                    Some(reason.as_str()),
+                    None,
+                    detail,
+                );
+                batch
+                    .writes
+                    .ledger
+                    .push((id, t.ts, LedgerStatus::Suppressed, now));
             }
             Decision::Defer { until, variant } => {
-                self.record(batch, t, now, Status::Deferred, variant, None, Some("quiet_hours"), Some(until), None);
+                self.record(
+                    batch,
+                    t,
+                    now,
+                    Status::Deferred,
+                    variant,
+                    None,
+                    Some("quiet_hours"),
+                    Some(until),
+                    None,
+                );
                 let entry = DeferredEntry {
                     trigger: c.trigger.clone(),
                     first_seen_ms: c.first_seen,
                 };
-                batch.writes.deferred_put.push((until, id.clone(), serialize(&entry)?));
-                batch.writes.ledger.push((id, LedgerStatus::Deferred, now));
+                batch
+                    .writes
+                    .deferred_put
+                    .push((until, id.clone(), serialize(&entry)?));
+                batch
+                    .writes
+                    .ledger
+                    .push((id, t.ts, LedgerStatus::Deferred, now));
             }
             Decision::HoldOut { channel } => {
+                *dirty = true;
                 history.push(HistoryEntry {
                     ts: now,
                     campaign: pol.name.clone(),
                     held_out: true,
                 });
-                self.record(batch, t, now, Status::HeldOut, Variant::Control, Some(channel.as_str()), None, None, None);
-                batch.writes.ledger.push((id, LedgerStatus::HeldOut, now));
+                self.record(
+                    batch,
+                    t,
+                    now,
+                    Status::HeldOut,
+                    Variant::Control,
+                    Some(channel.as_str()),
+                    None,
+                    None,
+                    None,
+                );
+                batch
+                    .writes
+                    .ledger
+                    .push((id, t.ts, LedgerStatus::HeldOut, now));
             }
             Decision::Send { channel, variant } => {
                 let profile = profile.cloned();
@@ -335,10 +463,24 @@ impl Engine {
                 match self.templates.render(t, lang.as_deref()) {
                     Err(e) => {
                         let msg = truncate(&e.to_string(), 200);
-                        self.record(batch, t, now, Status::Failed, variant, Some(channel.as_str()), Some("template"), None, Some(&msg));
-                        batch.writes.ledger.push((id, LedgerStatus::Failed, now));
+                        self.record(
+                            batch,
+                            t,
+                            now,
+                            Status::Failed,
+                            variant,
+                            Some(channel.as_str()),
+                            Some("template"),
+                            None,
+                            Some(&msg),
+                        );
+                        batch
+                            .writes
+                            .ledger
+                            .push((id, t.ts, LedgerStatus::Failed, now));
                     }
                     Ok(message) => {
+                        *dirty = true;
                         history.push(HistoryEntry {
                             ts: now,
                             campaign: pol.name.clone(),
@@ -353,8 +495,14 @@ impl Engine {
                             message,
                             decided_at: now,
                         };
-                        batch.writes.outbox_put.push((id.clone(), serialize(&entry)?));
-                        batch.writes.ledger.push((id, LedgerStatus::Sending, now));
+                        batch
+                            .writes
+                            .outbox_put
+                            .push((now, id.clone(), serialize(&entry)?));
+                        batch
+                            .writes
+                            .ledger
+                            .push((id, t.ts, LedgerStatus::Sending, now));
                         batch.sends.push(entry);
                     }
                 }
@@ -397,6 +545,3 @@ fn truncate(s: &str, max: usize) -> String {
     }
     s[..end].to_string()
 }
-
-/// Shared handle type.
-pub type SharedStore = Arc<Store>;

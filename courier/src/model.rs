@@ -4,7 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 
-
 /// Largest identifier accepted (wire contract: at most 256 bytes).
 pub const MAX_ID_BYTES: usize = 256;
 
@@ -244,4 +243,3 @@ pub struct Receipt {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
 }
-

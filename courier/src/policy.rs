@@ -62,7 +62,10 @@ impl Reason {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// Send now on this channel.
-    Send { channel: ChannelKind, variant: Variant },
+    Send {
+        channel: ChannelKind,
+        variant: Variant,
+    },
     /// Would be sent now, but the user is in the campaign's control group.
     HoldOut { channel: ChannelKind },
     /// Look at it again at `until` (ms).
@@ -192,9 +195,7 @@ pub fn check_caps(
         return Err("reeligibility");
     }
     let sent = || history.0.iter().filter(|e| !e.held_out);
-    let in_window = sent()
-        .filter(|e| now - e.ts < policy.cap_window_ms)
-        .count();
+    let in_window = sent().filter(|e| now - e.ts < policy.cap_window_ms).count();
     if in_window >= policy.max_messages_per_window as usize {
         return Err("max_per_window");
     }
@@ -310,14 +311,26 @@ mod tests {
         TimeZone::UTC
     }
 
-    fn d(t: &Trigger, p: Option<&Profile>, h: &History, now: i64, pol: &CampaignPolicy) -> Decision {
+    fn d(
+        t: &Trigger,
+        p: Option<&Profile>,
+        h: &History,
+        now: i64,
+        pol: &CampaignPolicy,
+    ) -> Decision {
         decide(t, p, h, now, pol, &utc(), Mode::Arrival)
     }
 
     #[test]
     fn sends_on_first_channel_with_consent_and_address() {
         let p = profile();
-        let got = d(&trigger(NOON_UTC), Some(&p), &History::default(), NOON_UTC, &policy());
+        let got = d(
+            &trigger(NOON_UTC),
+            Some(&p),
+            &History::default(),
+            NOON_UTC,
+            &policy(),
+        );
         assert_eq!(
             got,
             Decision::Send {
@@ -327,35 +340,107 @@ mod tests {
         );
         let mut p2 = p.clone();
         p2.consent.push = Some(false);
-        let got = d(&trigger(NOON_UTC), Some(&p2), &History::default(), NOON_UTC, &policy());
-        assert!(matches!(got, Decision::Send { channel: ChannelKind::Email, .. }));
+        let got = d(
+            &trigger(NOON_UTC),
+            Some(&p2),
+            &History::default(),
+            NOON_UTC,
+            &policy(),
+        );
+        assert!(matches!(
+            got,
+            Decision::Send {
+                channel: ChannelKind::Email,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn consent_and_contact() {
         let mut p = profile();
         p.consent = Consent::default();
-        let got = d(&trigger(NOON_UTC), Some(&p), &History::default(), NOON_UTC, &policy());
-        assert!(matches!(got, Decision::Suppress { reason: Reason::NoConsent, .. }));
-        let got = d(&trigger(NOON_UTC), None, &History::default(), NOON_UTC, &policy());
-        assert!(matches!(got, Decision::Suppress { reason: Reason::NoConsent, .. }));
+        let got = d(
+            &trigger(NOON_UTC),
+            Some(&p),
+            &History::default(),
+            NOON_UTC,
+            &policy(),
+        );
+        assert!(matches!(
+            got,
+            Decision::Suppress {
+                reason: Reason::NoConsent,
+                ..
+            }
+        ));
+        let got = d(
+            &trigger(NOON_UTC),
+            None,
+            &History::default(),
+            NOON_UTC,
+            &policy(),
+        );
+        assert!(matches!(
+            got,
+            Decision::Suppress {
+                reason: Reason::NoConsent,
+                ..
+            }
+        ));
         let mut p = profile();
         p.push_tokens.clear();
         p.email = None;
-        let got = d(&trigger(NOON_UTC), Some(&p), &History::default(), NOON_UTC, &policy());
-        assert!(matches!(got, Decision::Suppress { reason: Reason::NoContact, .. }));
+        let got = d(
+            &trigger(NOON_UTC),
+            Some(&p),
+            &History::default(),
+            NOON_UTC,
+            &policy(),
+        );
+        assert!(matches!(
+            got,
+            Decision::Suppress {
+                reason: Reason::NoContact,
+                ..
+            }
+        ));
         // sms has an address but no consent: still not used.
         let mut p = profile();
         p.consent = Consent::default();
         p.phone = Some("+994".into());
         let mut pol = policy();
         pol.channels = vec![ChannelKind::Sms];
-        let got = d(&trigger(NOON_UTC), Some(&p), &History::default(), NOON_UTC, &pol);
-        assert!(matches!(got, Decision::Suppress { reason: Reason::NoConsent, .. }));
+        let got = d(
+            &trigger(NOON_UTC),
+            Some(&p),
+            &History::default(),
+            NOON_UTC,
+            &pol,
+        );
+        assert!(matches!(
+            got,
+            Decision::Suppress {
+                reason: Reason::NoConsent,
+                ..
+            }
+        ));
         // webhook needs neither.
         pol.channels = vec![ChannelKind::Sms, ChannelKind::Webhook];
-        let got = d(&trigger(NOON_UTC), None, &History::default(), NOON_UTC, &pol);
-        assert!(matches!(got, Decision::Send { channel: ChannelKind::Webhook, .. }));
+        let got = d(
+            &trigger(NOON_UTC),
+            None,
+            &History::default(),
+            NOON_UTC,
+            &pol,
+        );
+        assert!(matches!(
+            got,
+            Decision::Send {
+                channel: ChannelKind::Webhook,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -378,7 +463,15 @@ mod tests {
         // In Asia/Baku (UTC+4), 19:00 UTC is 23:00 local -> 05:00 UTC.
         let baku = TimeZone::get("Asia/Baku").unwrap();
         let now = NOON_UTC + 7 * H;
-        let got = decide(&trigger(now), Some(&p), &History::default(), now, &policy(), &baku, Mode::Arrival);
+        let got = decide(
+            &trigger(now),
+            Some(&p),
+            &History::default(),
+            now,
+            &policy(),
+            &baku,
+            Mode::Arrival,
+        );
         assert!(matches!(got, Decision::Defer { until, .. } if until == NOON_UTC + 17 * H));
         // At 09:00 sharp it is allowed.
         let now = NOON_UTC - 3 * H;
@@ -392,10 +485,16 @@ mod tests {
         let now = NOON_UTC + 11 * H;
         assert!(matches!(
             d(&trigger(now), Some(&p), &History::default(), now, &pol),
-            Decision::Suppress { reason: Reason::QuietHours, .. }
+            Decision::Suppress {
+                reason: Reason::QuietHours,
+                ..
+            }
         ));
         // non-wrapping window 13:00-14:00
-        assert_eq!(quiet_until(NOON_UTC + H, &utc(), (13 * 60, 14 * 60)), Some(NOON_UTC + 2 * H));
+        assert_eq!(
+            quiet_until(NOON_UTC + H, &utc(), (13 * 60, 14 * 60)),
+            Some(NOON_UTC + 2 * H)
+        );
         assert_eq!(quiet_until(NOON_UTC, &utc(), (13 * 60, 14 * 60)), None);
         assert_eq!(quiet_until(NOON_UTC, &utc(), (600, 600)), None);
     }
@@ -407,9 +506,20 @@ mod tests {
         let t = trigger(now - 13 * H);
         assert!(matches!(
             d(&t, Some(&p), &History::default(), now, &policy()),
-            Decision::Suppress { reason: Reason::Stale, .. }
+            Decision::Suppress {
+                reason: Reason::Stale,
+                ..
+            }
         ));
-        let got = decide(&t, Some(&p), &History::default(), now, &policy(), &utc(), Mode::Release);
+        let got = decide(
+            &t,
+            Some(&p),
+            &History::default(),
+            now,
+            &policy(),
+            &utc(),
+            Mode::Release,
+        );
         assert!(matches!(got, Decision::Send { .. }));
     }
 
@@ -430,7 +540,8 @@ mod tests {
     fn frequency_cap_min_gap_and_reeligibility() {
         let p = profile();
         let now = NOON_UTC;
-        let cap = |h: &History, pol: &CampaignPolicy| match d(&trigger(now), Some(&p), h, now, pol) {
+        let cap = |h: &History, pol: &CampaignPolicy| match d(&trigger(now), Some(&p), h, now, pol)
+        {
             Decision::Suppress {
                 reason: Reason::FrequencyCap,
                 detail,
@@ -439,19 +550,36 @@ mod tests {
             _ => None,
         };
         // min gap: 8 h ago another campaign.
-        assert_eq!(cap(&hist(&[(now - 8 * H, "other", false)]), &policy()), Some("min_gap"));
-        assert_eq!(cap(&hist(&[(now - 10 * H, "other", false)]), &policy()), None);
+        assert_eq!(
+            cap(&hist(&[(now - 8 * H, "other", false)]), &policy()),
+            Some("min_gap")
+        );
+        assert_eq!(
+            cap(&hist(&[(now - 10 * H, "other", false)]), &policy()),
+            None
+        );
         // held-out decisions do not count for the gap
         assert_eq!(cap(&hist(&[(now - H, "other", true)]), &policy()), None);
         // window cap with gap 0
         let mut pol = policy();
         pol.min_gap_ms = 0;
-        let three = hist(&[(now - 3 * H, "a", false), (now - 2 * H, "b", false), (now - H, "c", false)]);
+        let three = hist(&[
+            (now - 3 * H, "a", false),
+            (now - 2 * H, "b", false),
+            (now - H, "c", false),
+        ]);
         assert_eq!(cap(&three, &pol), Some("max_per_window"));
-        let old = hist(&[(now - 25 * H, "a", false), (now - 2 * H, "b", false), (now - H, "c", false)]);
+        let old = hist(&[
+            (now - 25 * H, "a", false),
+            (now - 2 * H, "b", false),
+            (now - H, "c", false),
+        ]);
         assert_eq!(cap(&old, &pol), None);
         // re-eligibility: same campaign 6 days ago, held out or not
-        assert_eq!(cap(&hist(&[(now - 6 * 24 * H, "cart", true)]), &pol), Some("reeligibility"));
+        assert_eq!(
+            cap(&hist(&[(now - 6 * 24 * H, "cart", true)]), &pol),
+            Some("reeligibility")
+        );
         assert_eq!(cap(&hist(&[(now - 8 * 24 * H, "cart", false)]), &pol), None);
     }
 
@@ -474,7 +602,13 @@ mod tests {
         pol.control_share = 1.0;
         let p = profile();
         assert_eq!(
-            d(&trigger(NOON_UTC), Some(&p), &History::default(), NOON_UTC, &pol),
+            d(
+                &trigger(NOON_UTC),
+                Some(&p),
+                &History::default(),
+                NOON_UTC,
+                &pol
+            ),
             Decision::HoldOut {
                 channel: ChannelKind::Push
             }

@@ -14,7 +14,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::{DeferredEntry, Engine, Input};
 use crate::model::Profile;
-use crate::sender::{ReceiptSink, Sender, SenderCtx, SinkError};
+use crate::sender::{Dispatcher, Outcomes, ReceiptSink, Sender, SenderCtx, SinkError};
 use crate::store::{Store, StoreError};
 use crate::telemetry::{serve_metrics, MalformedRecord, Metrics};
 use rdkafka::config::ClientConfig;
@@ -106,7 +106,8 @@ impl ProfileFollower {
         let mut tpl = TopicPartitionList::new();
         let mut next = BTreeMap::new();
         for p in parts {
-            let (low, _) = consumer.fetch_watermarks(&opts.profiles_topic, p, Duration::from_secs(10))?;
+            let (low, _) =
+                consumer.fetch_watermarks(&opts.profiles_topic, p, Duration::from_secs(10))?;
             let from = stored.get(&p).copied().unwrap_or(low).max(low);
             next.insert(p, from);
             tpl.add_partition_offset(&opts.profiles_topic, p, Offset::Offset(from))?;
@@ -121,7 +122,12 @@ impl ProfileFollower {
 
     /// Reads until every partition reaches the high watermark seen now, or
     /// until `timeout`.
-    async fn catch_up(&mut self, store: &Store, metrics: &Metrics, timeout: Duration) -> Result<(), RunError> {
+    async fn catch_up(
+        &mut self,
+        store: &Store,
+        metrics: &Metrics,
+        timeout: Duration,
+    ) -> Result<(), RunError> {
         let mut high = BTreeMap::new();
         for &p in self.next.keys() {
             let (_, h) = self
@@ -132,20 +138,34 @@ impl ProfileFollower {
         let deadline = Instant::now() + timeout;
         let t0 = Instant::now();
         let mut n = 0usize;
-        while high.iter().any(|(p, h)| self.next.get(p).copied().unwrap_or(0) < *h) {
+        while high
+            .iter()
+            .any(|(p, h)| self.next.get(p).copied().unwrap_or(0) < *h)
+        {
             if Instant::now() > deadline {
                 tracing::warn!("profile catch-up timed out; continuing while it goes on");
                 break;
             }
-            n += self.step(store, metrics, Duration::from_millis(200)).await?;
+            n += self
+                .step(store, metrics, Duration::from_millis(200))
+                .await?;
         }
-        tracing::info!(records = n, ms = t0.elapsed().as_millis() as u64, "profile store caught up");
+        tracing::info!(
+            records = n,
+            ms = t0.elapsed().as_millis() as u64,
+            "profile store caught up"
+        );
         Ok(())
     }
 
     /// Reads one batch of profile records (waiting at most `wait`) and
     /// applies it durably. Returns the number of records.
-    async fn step(&mut self, store: &Store, metrics: &Metrics, wait: Duration) -> Result<usize, RunError> {
+    async fn step(
+        &mut self,
+        store: &Store,
+        metrics: &Metrics,
+        wait: Duration,
+    ) -> Result<usize, RunError> {
         let mut updates: Vec<(String, Option<Vec<u8>>)> = Vec::new();
         let deadline = tokio::time::Instant::now() + wait;
         while updates.len() < 2000 {
@@ -232,8 +252,12 @@ pub async fn run<F: Future<Output = ()>>(
     // Profiles first, so that triggers meet up-to-date consent.
     let mut follower = ProfileFollower::start(&opts, &store)?;
     if let Some(f) = follower.as_mut() {
-        f.catch_up(&store, &metrics, Duration::from_millis(cfg.engine.profiles_catchup_timeout_ms))
-            .await?;
+        f.catch_up(
+            &store,
+            &metrics,
+            Duration::from_millis(cfg.engine.profiles_catchup_timeout_ms),
+        )
+        .await?;
     }
     let follower_task = follower.map(|mut f| {
         let store = store.clone();
@@ -272,13 +296,29 @@ pub async fn run<F: Future<Output = ()>>(
 
     let consumer = consumer(&opts.brokers, &opts.group_id)?;
     consumer.subscribe(&[&opts.triggers_topic])?;
-    let mut deferred_tick = tokio::time::interval(Duration::from_millis(cfg.engine.deferred_poll_ms));
+    let mut deferred_tick =
+        tokio::time::interval(Duration::from_millis(cfg.engine.deferred_poll_ms));
     deferred_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prune_tick = tokio::time::interval(Duration::from_secs(60));
     prune_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let batch_max = cfg.engine.batch_max_records;
     let batch_wait = Duration::from_millis(cfg.engine.batch_max_wait_ms);
     let mut last_commit: Option<TopicPartitionList> = None;
+    let mut pipeline: Pipeline<Option<TopicPartitionList>> = Pipeline::new(
+        store.clone(),
+        sink.clone(),
+        sender.dispatcher(),
+        metrics.clone(),
+    );
+    let commit_offsets = |tpl: Option<TopicPartitionList>,
+                          last: &mut Option<TopicPartitionList>| {
+        if let Some(tpl) = tpl {
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                tracing::warn!(error = %e, "offset commit failed; records will be redelivered and deduplicated");
+            }
+            *last = Some(tpl);
+        }
+    };
     tokio::pin!(shutdown);
     let result: Result<(), RunError> = async {
         loop {
@@ -289,9 +329,15 @@ pub async fn run<F: Future<Output = ()>>(
                     break;
                 }
                 _ = deferred_tick.tick() => {
+                    // Also completes a batch left in flight by a quiet topic.
+                    if let Some(tag) = pipeline.flush(&mut engine).await? {
+                        commit_offsets(tag, &mut last_commit);
+                    }
                     release_due(&mut engine, &store, &sink, &sender, &metrics, &*clock, batch_max).await?;
                 }
                 _ = prune_tick.tick() => {
+                    // By trigger time: a redelivery of a trigger older than
+                    // this is not recognised (it is stale anyway).
                     let cutoff = clock.now_ms() - cfg.engine.ledger_retention_ms as i64;
                     let n = store.prune_ledger(cutoff, 100_000)?;
                     if n > 0 {
@@ -332,16 +378,17 @@ pub async fn run<F: Future<Output = ()>>(
                             }
                         })
                         .collect();
-                    decide_and_apply(&mut engine, &store, &sink, &sender, &metrics, clock.now_ms(), inputs).await?;
-                    if opts.crash_after_sends.is_none() {
+                    let tag = if opts.crash_after_sends.is_none() {
                         let mut tpl = TopicPartitionList::new();
                         for (p, o) in offsets {
                             tpl.add_partition_offset(&opts.triggers_topic, p, Offset::Offset(o + 1))?;
                         }
-                        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-                            tracing::warn!(error = %e, "offset commit failed; records will be redelivered and deduplicated");
-                        }
-                        last_commit = Some(tpl);
+                        Some(tpl)
+                    } else {
+                        None
+                    };
+                    if let Some(done) = pipeline.submit(&mut engine, inputs, clock.now_ms(), tag).await? {
+                        commit_offsets(done, &mut last_commit);
                     }
                 }
             }
@@ -349,6 +396,14 @@ pub async fn run<F: Future<Output = ()>>(
         Ok(())
     }
     .await;
+    let result = match (result, pipeline.flush(&mut engine).await) {
+        (Ok(()), Ok(tag)) => {
+            commit_offsets(tag.flatten(), &mut last_commit);
+            Ok(())
+        }
+        (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+    };
+    drop(pipeline);
 
     // Graceful stop: finish sends in flight, record them, flush receipts.
     sender
@@ -372,10 +427,106 @@ pub async fn run<F: Future<Output = ()>>(
     result
 }
 
+/// Overlaps deciding batch N+1 with applying batch N (receipts, store
+/// commit, sends). At most one batch is being applied; the engine sees
+/// its decisions through an overlay until its commit is done. Each batch
+/// carries a tag (its consumer offsets) returned once it is applied.
+pub struct Pipeline<T: Send + 'static> {
+    store: Arc<Store>,
+    sink: ReceiptSink,
+    dispatcher: Dispatcher,
+    metrics: Metrics,
+    inflight: Option<tokio::task::JoinHandle<Result<T, RunError>>>,
+}
+
+impl<T: Send + 'static> Pipeline<T> {
+    pub fn new(
+        store: Arc<Store>,
+        sink: ReceiptSink,
+        dispatcher: Dispatcher,
+        metrics: Metrics,
+    ) -> Self {
+        Pipeline {
+            store,
+            sink,
+            dispatcher,
+            metrics,
+            inflight: None,
+        }
+    }
+
+    /// Decides `inputs` now, waits for the previous batch to be applied
+    /// (returning its tag), and starts applying this one.
+    pub async fn submit(
+        &mut self,
+        engine: &mut Engine,
+        inputs: Vec<Input>,
+        now: i64,
+        tag: T,
+    ) -> Result<Option<T>, RunError> {
+        let batch = engine.decide_batch(&self.store, inputs, now)?;
+        let done = self.flush(engine).await?;
+        engine.set_overlay(&batch);
+        let store = self.store.clone();
+        let sink = self.sink.clone();
+        let dispatcher = self.dispatcher.clone();
+        let metrics = self.metrics.clone();
+        self.inflight = Some(tokio::spawn(async move {
+            apply(batch, &store, &sink, &metrics, dispatcher.outcomes(), |e| {
+                dispatcher.dispatch(e)
+            })
+            .await?;
+            Ok(tag)
+        }));
+        Ok(done)
+    }
+
+    /// Waits until the batch in flight is applied; returns its tag.
+    pub async fn flush(&mut self, engine: &mut Engine) -> Result<Option<T>, RunError> {
+        let Some(h) = self.inflight.take() else {
+            return Ok(None);
+        };
+        let tag = h
+            .await
+            .map_err(|e| RunError::Store(StoreError::Db(format!("apply task: {e}"))))??;
+        engine.clear_overlay();
+        Ok(Some(tag))
+    }
+}
+
+async fn apply<F, Fut>(
+    batch: crate::engine::Batch,
+    store: &Arc<Store>,
+    sink: &ReceiptSink,
+    metrics: &Metrics,
+    outcomes: &Outcomes,
+    dispatch: F,
+) -> Result<(), RunError>
+where
+    F: Fn(OutboxEntry) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    sink.publish(&batch.receipts).await?;
+    let deferred_delta =
+        batch.writes.deferred_put.len() as i64 - batch.writes.deferred_del.len() as i64;
+    let mut writes = batch.writes;
+    // Send outcomes published since the last commit share this fsync.
+    let n = outcomes.take_into(&mut writes);
+    store.commit_async(Arc::new(writes)).await?;
+    outcomes.committed(n);
+    metrics.store_commits.inc();
+    metrics.deferred.add(deferred_delta);
+    metrics.outbox.add(batch.sends.len() as i64);
+    for s in batch.sends {
+        dispatch(s).await;
+    }
+    Ok(())
+}
+
 /// Decides one batch and applies it (receipts, store, sends).
 pub async fn decide_and_apply(
     engine: &mut Engine,
-    store: &Store,
+    store: &Arc<Store>,
     sink: &ReceiptSink,
     sender: &Sender,
     metrics: &Metrics,
@@ -383,22 +534,17 @@ pub async fn decide_and_apply(
     inputs: Vec<Input>,
 ) -> Result<(), RunError> {
     let batch = engine.decide_batch(store, inputs, now)?;
-    sink.publish(&batch.receipts).await?;
-    let deferred_delta = batch.writes.deferred_put.len() as i64 - batch.writes.deferred_del.len() as i64;
-    store.commit(&batch.writes)?;
-    metrics.store_commits.inc();
-    metrics.deferred.add(deferred_delta);
-    metrics.outbox.add(batch.sends.len() as i64);
-    for s in batch.sends {
-        sender.dispatch(s).await;
-    }
-    Ok(())
+    let d = sender.dispatcher();
+    apply(batch, store, sink, metrics, d.outcomes(), |e| {
+        sender.dispatch(e)
+    })
+    .await
 }
 
 /// Releases every deferred trigger that is due.
 pub async fn release_due(
     engine: &mut Engine,
-    store: &Store,
+    store: &Arc<Store>,
     sink: &ReceiptSink,
     sender: &Sender,
     metrics: &Metrics,
@@ -414,7 +560,10 @@ pub async fn release_due(
         }
         let inputs = due
             .into_iter()
-            .map(|(until, _, entry)| Input::Release { until, entry })
+            .map(|(until, _, entry)| Input::Release {
+                until,
+                entry: Box::new(entry),
+            })
             .collect();
         decide_and_apply(engine, store, sink, sender, metrics, now, inputs).await?;
         if n < batch_max {

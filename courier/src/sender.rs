@@ -115,6 +115,65 @@ enum WriterMsg {
     Stop,
 }
 
+/// Send outcomes whose receipts are published but which are not yet
+/// recorded in the store. They ride along with the next decision batch's
+/// commit (one fsync for both), or the writer commits them itself after
+/// 20 ms.
+pub struct Outcomes {
+    buf: Mutex<(WriteSet, u64, Option<Instant>)>,
+    recorded: Arc<AtomicU64>,
+    metrics: Metrics,
+}
+
+impl Outcomes {
+    fn push(&self, ws: WriteSet, n: u64) {
+        let mut b = self.buf.lock().expect("lock");
+        b.0.ledger.extend(ws.ledger);
+        b.0.outbox_del.extend(ws.outbox_del);
+        b.1 += n;
+        b.2.get_or_insert_with(Instant::now);
+    }
+
+    fn age(&self) -> Option<Duration> {
+        self.buf.lock().expect("lock").2.map(|t| t.elapsed())
+    }
+
+    /// Moves the pending outcomes into `ws`; returns how many there were.
+    /// Call [`Outcomes::committed`] with it once `ws` is committed.
+    pub fn take_into(&self, ws: &mut WriteSet) -> u64 {
+        let mut b = self.buf.lock().expect("lock");
+        let (pending, n, _) = std::mem::take(&mut *b);
+        ws.ledger.extend(pending.ledger);
+        ws.outbox_del.extend(pending.outbox_del);
+        n
+    }
+
+    pub fn committed(&self, n: u64) {
+        if n > 0 {
+            self.metrics.outbox.sub(n as i64);
+            self.recorded.fetch_add(n, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A cloneable handle to queue sends.
+#[derive(Clone)]
+pub struct Dispatcher {
+    tx: mpsc::Sender<OutboxEntry>,
+    outcomes: Arc<Outcomes>,
+}
+
+impl Dispatcher {
+    pub async fn dispatch(&self, e: OutboxEntry) {
+        let _ = self.tx.send(e).await;
+    }
+
+    /// Pending send outcomes to commit along with a batch.
+    pub fn outcomes(&self) -> &Outcomes {
+        &self.outcomes
+    }
+}
+
 /// Handle of the sending machinery.
 pub struct Sender {
     tx: mpsc::Sender<OutboxEntry>,
@@ -124,6 +183,7 @@ pub struct Sender {
     /// Outcomes recorded durably so far.
     pub recorded: Arc<AtomicU64>,
     stopping: Arc<AtomicBool>,
+    outcomes: Arc<Outcomes>,
 }
 
 /// Backoff before attempt `attempt + 1` (attempt >= 1), with jitter in
@@ -140,8 +200,15 @@ pub fn backoff(retry: &RetryConfig, attempt: u32) -> Duration {
 impl Sender {
     pub fn spawn(ctx: SenderCtx) -> Sender {
         let (tx, mut rx) = mpsc::channel::<OutboxEntry>(ctx.max_in_flight * 4);
-        let (done_tx, mut done_rx) = mpsc::channel::<WriterMsg>(ctx.max_in_flight * 4);
+        // Roomy, so that outcomes queue up while the writer commits: each
+        // commit (an fsync) then records thousands of them.
+        let (done_tx, mut done_rx) = mpsc::channel::<WriterMsg>(16_384);
         let recorded = Arc::new(AtomicU64::new(0));
+        let outcomes = Arc::new(Outcomes {
+            buf: Mutex::new(Default::default()),
+            recorded: recorded.clone(),
+            metrics: ctx.metrics.clone(),
+        });
         let started = Arc::new(AtomicU64::new(0));
         let sem = Arc::new(Semaphore::new(ctx.max_in_flight));
         let stopping = Arc::new(AtomicBool::new(false));
@@ -177,27 +244,33 @@ impl Sender {
             let _ = sem.acquire_many(dctx.max_in_flight as u32).await;
         });
         let wctx = ctx;
-        let wrecorded = recorded.clone();
+        let woutcomes = outcomes.clone();
         let writer = tokio::spawn(async move {
+            let window = Duration::from_millis(20);
             let mut stop = false;
             while !stop {
-                let Some(first) = done_rx.recv().await else { break };
                 let mut items = Vec::new();
-                match first {
-                    WriterMsg::Done(c) => items.push(c),
-                    WriterMsg::Stop => stop = true,
+                match tokio::time::timeout(window, done_rx.recv()).await {
+                    Ok(Some(WriterMsg::Done(c))) => items.push(*c),
+                    Ok(Some(WriterMsg::Stop)) | Ok(None) => stop = true,
+                    Err(_) => {}
                 }
-                while items.len() < 1000 {
-                    match done_rx.try_recv() {
-                        Ok(WriterMsg::Done(c)) => items.push(c),
-                        Ok(WriterMsg::Stop) => stop = true,
-                        Err(_) => break,
+                if !items.is_empty() {
+                    // Gather what arrives within the window.
+                    let deadline = tokio::time::Instant::now() + window;
+                    while items.len() < 16_384 && !stop {
+                        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+                            Ok(Some(WriterMsg::Done(c))) => items.push(*c),
+                            Ok(Some(WriterMsg::Stop)) | Ok(None) => stop = true,
+                            Err(_) => break,
+                        }
                     }
+                    publish_outcomes(&wctx, items, &woutcomes).await;
                 }
-                if items.is_empty() {
-                    continue;
+                // Not picked up by a decision batch in time: commit alone.
+                if stop || woutcomes.age().is_some_and(|a| a >= window) {
+                    commit_outcomes(&wctx, &woutcomes).await;
                 }
-                record_outcomes(&wctx, items, &wrecorded).await;
             }
         });
         Sender {
@@ -207,6 +280,7 @@ impl Sender {
             writer,
             recorded,
             stopping,
+            outcomes,
         }
     }
 
@@ -214,6 +288,15 @@ impl Sender {
     /// full).
     pub async fn dispatch(&self, e: OutboxEntry) {
         let _ = self.tx.send(e).await;
+    }
+
+    /// A handle that queues sends from another task. Drop every handle
+    /// before [`Sender::shutdown`].
+    pub fn dispatcher(&self) -> Dispatcher {
+        Dispatcher {
+            tx: self.tx.clone(),
+            outcomes: self.outcomes.clone(),
+        }
     }
 
     /// Stops taking work, lets in-flight sends finish within `grace`, and
@@ -309,7 +392,7 @@ async fn deliver(ctx: &SenderCtx, entry: OutboxEntry, stopping: &AtomicBool) -> 
     }
 }
 
-async fn record_outcomes(ctx: &SenderCtx, items: Vec<Box<Completion>>, recorded: &AtomicU64) {
+async fn publish_outcomes(ctx: &SenderCtx, items: Vec<Completion>, outcomes: &Outcomes) {
     let items: Vec<_> = items.into_iter().filter(|c| !c.abandoned).collect();
     if items.is_empty() {
         return;
@@ -357,8 +440,9 @@ async fn record_outcomes(ctx: &SenderCtx, items: Vec<Box<Completion>>, recorded:
         } else {
             LedgerStatus::Failed
         };
-        ws.ledger.push((t.trigger_id.clone(), ls, now));
-        ws.outbox_del.push(t.trigger_id.clone());
+        ws.ledger.push((t.trigger_id.clone(), t.ts, ls, now));
+        ws.outbox_del
+            .push((c.entry.decided_at, t.trigger_id.clone()));
     }
     // Receipts first: a crash after them re-sends (at-least-once), a crash
     // before them loses nothing.
@@ -368,13 +452,22 @@ async fn record_outcomes(ctx: &SenderCtx, items: Vec<Box<Completion>>, recorded:
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
     }
+    outcomes.push(ws, items.len() as u64);
+}
+
+async fn commit_outcomes(ctx: &SenderCtx, outcomes: &Outcomes) {
+    let mut ws = WriteSet::default();
+    let n = outcomes.take_into(&mut ws);
+    if n == 0 {
+        return;
+    }
     let mut wait = Duration::from_millis(100);
-    while let Err(e) = ctx.store.commit(&ws) {
+    let ws = Arc::new(ws);
+    while let Err(e) = ctx.store.commit_async(ws.clone()).await {
         tracing::error!(error = %e, "cannot record send outcomes; retrying");
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
     }
     ctx.metrics.store_commits.inc();
-    ctx.metrics.outbox.sub(items.len() as i64);
-    recorded.fetch_add(items.len() as u64, Ordering::SeqCst);
+    outcomes.committed(n);
 }

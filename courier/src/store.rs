@@ -9,13 +9,16 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
-const LEDGER: TableDefinition<&str, &[u8]> = TableDefinition::new("ledger");
-const LEDGER_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("ledger_expiry");
-const HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("history");
-const DEFERRED: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("deferred");
-const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const PROFILES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("profiles");
+/// Key: (hour of the trigger's `ts`, trigger_id). The hour prefix keeps a
+/// batch's inserts on few pages (triggers arrive roughly in time order) and
+/// makes pruning a range delete. Redeliveries carry the same `ts`.
+const LEDGER: TableDefinition<(u32, &[u8]), &[u8]> = TableDefinition::new("ledger");
+const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
+const DEFERRED: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("deferred");
+/// Key: (decision time, trigger_id): appends, not random inserts.
+const OUTBOX: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("outbox");
+const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meta");
 
 const PROFILE_OFFSETS: &str = "profiles_offsets";
 
@@ -74,12 +77,15 @@ impl LedgerStatus {
 /// All writes of one batch, applied in one transaction.
 #[derive(Debug, Default)]
 pub struct WriteSet {
-    pub ledger: Vec<(String, LedgerStatus, i64)>,
+    /// (trigger_id, trigger ts, status, decision time)
+    pub ledger: Vec<(String, i64, LedgerStatus, i64)>,
     pub history: HashMap<String, History>,
     pub deferred_put: Vec<(i64, String, Vec<u8>)>,
     pub deferred_del: Vec<(i64, String)>,
-    pub outbox_put: Vec<(String, Vec<u8>)>,
-    pub outbox_del: Vec<String>,
+    /// (decision time, trigger_id, entry)
+    pub outbox_put: Vec<(i64, String, Vec<u8>)>,
+    /// (decision time, trigger_id)
+    pub outbox_del: Vec<(i64, String)>,
 }
 
 impl WriteSet {
@@ -100,30 +106,35 @@ pub struct Store {
 
 /// A consistent read view.
 pub struct Reader {
-    ledger: redb::ReadOnlyTable<&'static str, &'static [u8]>,
-    history: redb::ReadOnlyTable<&'static str, &'static [u8]>,
-    profiles: redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    ledger: redb::ReadOnlyTable<(u32, &'static [u8]), &'static [u8]>,
+    history: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    profiles: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
 }
 
 impl Reader {
-    pub fn ledger(&self, trigger_id: &str) -> Result<Option<LedgerStatus>, StoreError> {
+    /// The ledger state of a trigger (identified by id and `ts`).
+    pub fn ledger(&self, trigger_id: &str, ts: i64) -> Result<Option<LedgerStatus>, StoreError> {
         Ok(self
             .ledger
-            .get(trigger_id)?
+            .get((hour(ts), trigger_id.as_bytes()))?
             .and_then(|v| v.value().first().copied().and_then(LedgerStatus::from_u8)))
     }
     pub fn history(&self, user: &str) -> Result<History, StoreError> {
-        match self.history.get(user)? {
+        match self.history.get(user.as_bytes())? {
             Some(v) => Ok(serde_json::from_slice(v.value())?),
             None => Ok(History::default()),
         }
     }
     pub fn profile(&self, user: &str) -> Result<Option<Profile>, StoreError> {
-        match self.profiles.get(user)? {
+        match self.profiles.get(user.as_bytes())? {
             Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
             None => Ok(None),
         }
     }
+}
+
+fn hour(ts: i64) -> u32 {
+    (ts.max(0) / 3_600_000).min(u32::MAX as i64) as u32
 }
 
 fn ledger_value(status: LedgerStatus, at: i64) -> [u8; 9] {
@@ -141,12 +152,12 @@ impl Store {
                 std::fs::create_dir_all(parent).map_err(|e| StoreError::Db(e.to_string()))?;
             }
         }
-        let db = Database::create(path)?;
+        // A bounded page cache keeps memory flat however large the file.
+        let db = redb::Builder::new().set_cache_size(64 << 20).create(path)?;
         let w = db.begin_write()?;
         {
             w.open_table(PROFILES)?;
             w.open_table(LEDGER)?;
-            w.open_table(LEDGER_EXPIRY)?;
             w.open_table(HISTORY)?;
             w.open_table(DEFERRED)?;
             w.open_table(OUTBOX)?;
@@ -173,36 +184,52 @@ impl Store {
         let w = self.db.begin_write()?;
         {
             let mut ledger = w.open_table(LEDGER)?;
-            let mut exp = w.open_table(LEDGER_EXPIRY)?;
-            for (id, st, at) in &ws.ledger {
-                ledger.insert(id.as_str(), ledger_value(*st, *at).as_slice())?;
-                exp.insert((*at as u64, id.as_str()), ())?;
+            for (id, ts, st, at) in &ws.ledger {
+                ledger.insert(
+                    (hour(*ts), id.as_bytes()),
+                    ledger_value(*st, *at).as_slice(),
+                )?;
             }
             let mut hist = w.open_table(HISTORY)?;
             for (user, h) in &ws.history {
                 if h.0.is_empty() {
-                    hist.remove(user.as_str())?;
+                    hist.remove(user.as_bytes())?;
                 } else {
-                    hist.insert(user.as_str(), serde_json::to_vec(h)?.as_slice())?;
+                    hist.insert(user.as_bytes(), serde_json::to_vec(h)?.as_slice())?;
                 }
             }
             let mut def = w.open_table(DEFERRED)?;
             for (until, id) in &ws.deferred_del {
-                def.remove((*until as u64, id.as_str()))?;
+                def.remove((*until as u64, id.as_bytes()))?;
             }
             for (until, id, v) in &ws.deferred_put {
-                def.insert((*until as u64, id.as_str()), v.as_slice())?;
+                def.insert((*until as u64, id.as_bytes()), v.as_slice())?;
             }
             let mut out = w.open_table(OUTBOX)?;
-            for id in &ws.outbox_del {
-                out.remove(id.as_str())?;
+            for (at, id) in &ws.outbox_del {
+                out.remove((*at as u64, id.as_bytes()))?;
             }
-            for (id, v) in &ws.outbox_put {
-                out.insert(id.as_str(), v.as_slice())?;
+            for (at, id, v) in &ws.outbox_put {
+                out.insert((*at as u64, id.as_bytes()), v.as_slice())?;
             }
         }
         w.commit()?;
         Ok(())
+    }
+
+    /// [`Store::commit`] on the blocking pool, so that an fsync does not
+    /// hold up the async workers (sends, metrics).
+    pub async fn commit_async(
+        self: &std::sync::Arc<Self>,
+        ws: std::sync::Arc<WriteSet>,
+    ) -> Result<(), StoreError> {
+        if ws.is_empty() {
+            return Ok(());
+        }
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.commit(&ws))
+            .await
+            .map_err(|e| StoreError::Db(format!("commit task: {e}")))?
     }
 
     /// Deferred entries due at or before `now`, oldest first.
@@ -214,10 +241,14 @@ impl Store {
         let r = self.db.begin_read()?;
         let t = r.open_table(DEFERRED)?;
         let mut out = Vec::new();
-        for row in t.range::<(u64, &str)>(..(now.max(0) as u64 + 1, ""))? {
+        for row in t.range::<(u64, &[u8])>(..(now.max(0) as u64 + 1, &b""[..]))? {
             let (k, v) = row?;
             let (until, id) = k.value();
-            out.push((until as i64, id.to_string(), serde_json::from_slice(v.value())?));
+            out.push((
+                until as i64,
+                String::from_utf8_lossy(id).into_owned(),
+                serde_json::from_slice(v.value())?,
+            ));
             if out.len() >= limit {
                 break;
             }
@@ -260,15 +291,18 @@ impl Store {
             for (user, v) in updates {
                 match v {
                     Some(v) => {
-                        p.insert(user.as_str(), v.as_slice())?;
+                        p.insert(user.as_bytes(), v.as_slice())?;
                     }
                     None => {
-                        p.remove(user.as_str())?;
+                        p.remove(user.as_bytes())?;
                     }
                 }
             }
             let mut m = w.open_table(META)?;
-            m.insert(PROFILE_OFFSETS, serde_json::to_vec(offsets)?.as_slice())?;
+            m.insert(
+                PROFILE_OFFSETS.as_bytes(),
+                serde_json::to_vec(offsets)?.as_slice(),
+            )?;
         }
         w.commit()?;
         Ok(())
@@ -279,7 +313,7 @@ impl Store {
     pub fn profile_offsets(&self) -> Result<Option<BTreeMap<i32, i64>>, StoreError> {
         let r = self.db.begin_read()?;
         let m = r.open_table(META)?;
-        match m.get(PROFILE_OFFSETS)? {
+        match m.get(PROFILE_OFFSETS.as_bytes())? {
             Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
             None => Ok(None),
         }
@@ -295,43 +329,34 @@ impl Store {
         {
             let mut p = w.open_table(PROFILES)?;
             for pr in profiles {
-                p.insert(pr.user_id.as_str(), serialize(pr)?.as_slice())?;
+                p.insert(pr.user_id.as_bytes(), serialize(pr)?.as_slice())?;
             }
         }
         w.commit()?;
         Ok(())
     }
 
-    /// Forgets ledger entries decided before `cutoff` (bounded work per
-    /// call). Returns how many were removed.
+    /// Forgets ledger entries of triggers whose `ts` is before `cutoff`
+    /// (bounded work per call). Returns how many were removed.
     pub fn prune_ledger(&self, cutoff: i64, max: usize) -> Result<usize, StoreError> {
         let w = self.db.begin_write()?;
-        let mut n = 0;
+        let mut keys = Vec::new();
         {
-            let mut exp = w.open_table(LEDGER_EXPIRY)?;
             let mut ledger = w.open_table(LEDGER)?;
-            let mut keys = Vec::new();
-            for row in exp.range::<(u64, &str)>(..(cutoff.max(0) as u64, ""))? {
+            for row in ledger.range::<(u32, &[u8])>(..(hour(cutoff), &b""[..]))? {
                 let (k, _) = row?;
-                let (at, id) = k.value();
-                keys.push((at, id.to_string()));
+                let (h, id) = k.value();
+                keys.push((h, id.to_vec()));
                 if keys.len() >= max {
                     break;
                 }
             }
-            for (at, id) in keys {
-                exp.remove((at, id.as_str()))?;
-                let current = ledger
-                    .get(id.as_str())?
-                    .map(|v| i64::from_be_bytes(v.value()[1..9].try_into().unwrap_or([0; 8])));
-                if current == Some(at as i64) {
-                    ledger.remove(id.as_str())?;
-                    n += 1;
-                }
+            for (h, id) in &keys {
+                ledger.remove((*h, id.as_slice()))?;
             }
         }
         w.commit()?;
-        Ok(n)
+        Ok(keys.len())
     }
 }
 

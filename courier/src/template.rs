@@ -43,7 +43,6 @@ struct Ctx<'a> {
     audience: Option<&'a str>,
     reminder: bool,
     language: &'a str,
-    deep_link: &'a str,
 }
 
 /// A template failed to render.
@@ -122,9 +121,13 @@ impl Templates {
     }
 
     /// Renders the campaign's message for a trigger in the best language.
-    pub fn render(&self, t: &Trigger, wanted_language: Option<&str>) -> Result<Rendered, RenderError> {
+    pub fn render(
+        &self,
+        t: &Trigger,
+        wanted_language: Option<&str>,
+    ) -> Result<Rendered, RenderError> {
         let lang = self.language_for(&t.campaign, wanted_language).to_string();
-        let mut ctx = Ctx {
+        let ctx = Ctx {
             trigger_id: &t.trigger_id,
             campaign: &t.campaign,
             kind: &t.kind,
@@ -138,20 +141,24 @@ impl Templates {
             audience: t.audience.as_deref(),
             reminder: t.reminder.unwrap_or(false),
             language: &lang,
-            deep_link: "",
         };
+        // Serialised once, shared by every template of the message.
+        let base = minijinja::Value::from_serialize(&ctx);
         let link = if self.has_link.contains(&t.campaign) {
-            self.render_one(&format!("campaigns.{}.deep_link", t.campaign), &ctx)?
+            self.render_one(&format!("campaigns.{}.deep_link", t.campaign), &base)?
         } else {
             t.items
                 .iter()
                 .find_map(|i| i.url.clone())
                 .unwrap_or_default()
         };
-        ctx.deep_link = &link;
+        let ctx = minijinja::context! { deep_link => &link, ..base };
         let title = self.render_one(&name(&t.campaign, &lang, "title"), &ctx)?;
         let body = self.render_one(&name(&t.campaign, &lang, "body"), &ctx)?;
-        let subject = if self.has_subject.contains(&(t.campaign.clone(), lang.clone())) {
+        let subject = if self
+            .has_subject
+            .contains(&(t.campaign.clone(), lang.clone()))
+        {
             self.render_one(&name(&t.campaign, &lang, "subject"), &ctx)?
         } else {
             title.clone()

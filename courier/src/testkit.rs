@@ -36,6 +36,9 @@ pub struct SinkState {
     /// Answer this many of the next requests with `fail_status`.
     pub fail_next: AtomicU64,
     pub fail_status: AtomicU64,
+    /// Hold this many of the next requests for `hang_ms` before answering.
+    pub hang_next: AtomicU64,
+    pub hang_ms: AtomicU64,
     /// Keep every request (tests) or only count (benchmark).
     pub record: bool,
     pub requests: Mutex<Vec<SinkRequest>>,
@@ -74,9 +77,17 @@ impl HttpSink {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Makes the next `n` requests wait `ms` before their answer.
+    pub fn hang_next(&self, n: u64, ms: u64) {
+        self.state.hang_ms.store(ms, Ordering::SeqCst);
+        self.state.hang_next.store(n, Ordering::SeqCst);
+    }
+
     /// Makes the next `n` requests fail with `status`.
     pub fn fail_next(&self, n: u64, status: u16) {
-        self.state.fail_status.store(status as u64, Ordering::SeqCst);
+        self.state
+            .fail_status
+            .store(status as u64, Ordering::SeqCst);
         self.state.fail_next.store(n, Ordering::SeqCst);
     }
 
@@ -90,7 +101,10 @@ impl HttpSink {
 
     /// Requests answered with 200.
     pub fn accepted(&self) -> Vec<SinkRequest> {
-        self.requests().into_iter().filter(|r| r.status == 200).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| r.status == 200)
+            .collect()
     }
 }
 
@@ -140,6 +154,13 @@ async fn serve_conn(mut sock: TcpStream, st: Arc<SinkState>) -> std::io::Result<
         }
         let body = buf[head_end..head_end + len].to_vec();
         buf.drain(..head_end + len);
+        let hanging = st
+            .hang_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if hanging {
+            tokio::time::sleep(Duration::from_millis(st.hang_ms.load(Ordering::SeqCst))).await;
+        }
         let failing = st
             .fail_next
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))

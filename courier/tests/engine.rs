@@ -99,14 +99,19 @@ async fn setup(extra: &str) -> (HttpSink, SmtpServer, Harness, tempfile::TempDir
     let sink = HttpSink::start(true).await.unwrap();
     let smtp = SmtpServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(&config(&sink, smtp.port, extra), &dir.path().join("s.redb"), NOON_UTC);
+    let h = Harness::new(
+        &config(&sink, smtp.port, extra),
+        &dir.path().join("s.redb"),
+        NOON_UTC,
+    );
     (sink, smtp, h, dir)
 }
 
 #[tokio::test]
 async fn webhook_is_signed_and_idempotent() {
     let (sink, _smtp, mut h, _d) = setup("").await;
-    h.feed(&[trigger("t1", "hook", "u1", NOON_UTC - 1000)]).await;
+    h.feed(&[trigger("t1", "hook", "u1", NOON_UTC - 1000)])
+        .await;
     h.wait_sends(1).await;
     let reqs = sink.accepted();
     assert_eq!(reqs.len(), 1);
@@ -124,7 +129,8 @@ async fn webhook_is_signed_and_idempotent() {
     assert_eq!(rec[0].channel.as_deref(), Some("webhook"));
     assert_eq!(rec[0].variant, Variant::Treatment);
     // Redelivery: recognised, not sent again.
-    h.feed(&[trigger("t1", "hook", "u1", NOON_UTC - 1000)]).await;
+    h.feed(&[trigger("t1", "hook", "u1", NOON_UTC - 1000)])
+        .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(sink.accepted().len(), 1);
     let rec = h.receipt("t1");
@@ -148,9 +154,15 @@ async fn push_uses_fcm_v1_shape_and_profile_language() {
         let m = &r.json()["message"];
         assert_eq!(m["notification"]["title"], "Kettle sizi gözləyir");
         assert_eq!(m["data"]["trigger_id"], "t1");
-        assert_eq!(m["data"]["deep_link"], "https://shop.example/cart?utm_campaign=cart");
+        assert_eq!(
+            m["data"]["deep_link"],
+            "https://shop.example/cart?utm_campaign=cart"
+        );
     }
-    let tokens: Vec<_> = reqs.iter().map(|r| r.json()["message"]["token"].clone()).collect();
+    let tokens: Vec<_> = reqs
+        .iter()
+        .map(|r| r.json()["message"]["token"].clone())
+        .collect();
     assert!(tokens.contains(&json!("dev-1")) && tokens.contains(&json!("dev-2")));
     assert_eq!(h.receipt("t1")[0].channel.as_deref(), Some("push"));
     h.stop().await;
@@ -187,11 +199,18 @@ async fn email_over_smtp_when_push_has_no_consent() {
     let mails = smtp.mails();
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0].to, vec!["user@example.com".to_string()]);
-    assert!(mails[0].data.contains("Subject: Your cart at Shop"), "{}", mails[0].data);
+    assert!(
+        mails[0].data.contains("Subject: Your cart at Shop"),
+        "{}",
+        mails[0].data
+    );
     assert!(mails[0].data.contains("Kettle for 19.5 AZN"));
     assert!(mails[0].data.contains("Message-ID: <t1@tripwire-courier>"));
     let r = &h.receipt("t1")[0];
-    assert_eq!((r.status, r.channel.as_deref()), (Status::Sent, Some("email")));
+    assert_eq!(
+        (r.status, r.channel.as_deref()),
+        (Status::Sent, Some("email"))
+    );
     h.stop().await;
 }
 
@@ -230,7 +249,11 @@ async fn priority_decides_between_competing_triggers_and_caps_hold() {
     let t0 = NOON_UTC - 2 * H - H / 2; // 09:30 UTC
     h.clock.set(t0);
     // Lower priority first in the batch: the higher priority one still wins.
-    h.feed(&[trigger("low", "browse", "u1", t0), trigger("high", "cart", "u1", t0)]).await;
+    h.feed(&[
+        trigger("low", "browse", "u1", t0),
+        trigger("high", "cart", "u1", t0),
+    ])
+    .await;
     h.wait_sends(1).await;
     assert_eq!(h.receipt("high")[0].status, Status::Sent);
     let low = &h.receipt("low")[0];
@@ -264,17 +287,30 @@ async fn frequency_cap_per_window() {
         "[campaigns.hook]\nchannels = [\"webhook\"]\nmin_gap_ms = 0\nreeligible_after_ms = 0",
     );
     let mut h2 = Harness::new(&cfg, &dir.path().join("s.redb"), NOON_UTC);
-    let ts: Vec<_> = (0..5).map(|i| trigger(&format!("w{i}"), "hook", "u9", NOON_UTC)).collect();
+    let ts: Vec<_> = (0..5)
+        .map(|i| trigger(&format!("w{i}"), "hook", "u9", NOON_UTC))
+        .collect();
     h2.feed(&ts).await;
     h2.wait_sends(3).await;
-    let statuses: Vec<_> = (0..5).map(|i| h2.receipt(&format!("w{i}"))[0].clone()).collect();
-    assert_eq!(statuses.iter().filter(|r| r.status == Status::Sent).count(), 3);
-    let capped: Vec<_> = statuses.iter().filter(|r| r.status == Status::Suppressed).collect();
+    let statuses: Vec<_> = (0..5)
+        .map(|i| h2.receipt(&format!("w{i}"))[0].clone())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|r| r.status == Status::Sent).count(),
+        3
+    );
+    let capped: Vec<_> = statuses
+        .iter()
+        .filter(|r| r.status == Status::Suppressed)
+        .collect();
     assert_eq!(capped.len(), 2);
-    assert!(capped.iter().all(|r| r.detail.as_deref() == Some("max_per_window")));
+    assert!(capped
+        .iter()
+        .all(|r| r.detail.as_deref() == Some("max_per_window")));
     // 24 h later the window has passed.
     h2.clock.advance(24 * H);
-    h2.feed(&[trigger("w9", "hook", "u9", NOON_UTC + 24 * H)]).await;
+    h2.feed(&[trigger("w9", "hook", "u9", NOON_UTC + 24 * H)])
+        .await;
     h2.wait_sends(4).await;
     assert_eq!(h2.receipt("w9")[0].status, Status::Sent);
     h2.stop().await;
@@ -289,7 +325,11 @@ async fn quiet_hours_defer_and_release_in_priority_order() {
     // 19:30 UTC = 23:30 in Baku: quiet until 09:00 Baku = 05:00 UTC next day.
     let now = NOON_UTC + 7 * H + H / 2;
     h.clock.set(now);
-    h.feed(&[trigger("low", "browse", "u1", now), trigger("high", "cart", "u1", now)]).await;
+    h.feed(&[
+        trigger("low", "browse", "u1", now),
+        trigger("high", "cart", "u1", now),
+    ])
+    .await;
     let until = NOON_UTC + 17 * H;
     for id in ["low", "high"] {
         let r = &h.receipt(id)[0];
@@ -310,7 +350,10 @@ async fn quiet_hours_defer_and_release_in_priority_order() {
     assert_eq!(h.store.deferred_len().unwrap(), 0);
     assert_eq!(h.receipt("high")[1].status, Status::Sent);
     let low = &h.receipt("low")[1];
-    assert_eq!((low.status, low.reason.as_deref()), (Status::Suppressed, Some("frequency_cap")));
+    assert_eq!(
+        (low.status, low.reason.as_deref()),
+        (Status::Suppressed, Some("frequency_cap"))
+    );
     assert_eq!(sink.accepted().len(), 2);
     h.stop().await;
 }
@@ -347,16 +390,24 @@ async fn endpoint_fails_then_recovers_and_permanent_failures() {
     h.feed(&[trigger("t2", "hook", "u2", NOON_UTC)]).await;
     h.wait_sends(2).await;
     let r = &h.receipt("t2")[0];
-    assert_eq!((r.status, r.reason.as_deref(), r.attempts), (Status::Failed, Some("permanent_error"), Some(1)));
+    assert_eq!(
+        (r.status, r.reason.as_deref(), r.attempts),
+        (Status::Failed, Some("permanent_error"), Some(1))
+    );
     // Transient until the attempts run out.
     sink.fail_next(100, 500);
     h.feed(&[trigger("t3", "hook", "u3", NOON_UTC)]).await;
     h.wait_sends(3).await;
     let r = &h.receipt("t3")[0];
-    assert_eq!((r.status, r.reason.as_deref(), r.attempts), (Status::Failed, Some("retries_exhausted"), Some(4)));
+    assert_eq!(
+        (r.status, r.reason.as_deref(), r.attempts),
+        (Status::Failed, Some("retries_exhausted"), Some(4))
+    );
     sink.fail_next(0, 500);
     let m = h.metrics.render();
-    assert!(m.contains("tripwire_courier_send_attempts_total{channel=\"webhook\",outcome=\"transient\"}"));
+    assert!(m.contains(
+        "tripwire_courier_send_attempts_total{channel=\"webhook\",outcome=\"transient\"}"
+    ));
     assert!(m.contains("tripwire_courier_send_latency_seconds_bucket"));
     h.stop().await;
 }
@@ -375,11 +426,17 @@ async fn malformed_records_are_counted_receipted_and_do_not_stop() {
     .await;
     h.wait_sends(1).await;
     let rs = h.receipts();
-    let failed: Vec<_> = rs.iter().filter(|r| r.reason.as_deref() == Some("malformed")).collect();
+    let failed: Vec<_> = rs
+        .iter()
+        .filter(|r| r.reason.as_deref() == Some("malformed"))
+        .collect();
     assert_eq!(failed.len(), 4);
     assert!(failed.iter().all(|r| r.status == Status::Failed));
     assert!(failed.iter().any(|r| r.trigger_id == "m2"));
-    assert_eq!(h.receipt("x")[0].reason.as_deref(), Some("unknown_campaign"));
+    assert_eq!(
+        h.receipt("x")[0].reason.as_deref(),
+        Some("unknown_campaign")
+    );
     assert_eq!(h.receipt("ok")[0].status, Status::Sent);
     assert_eq!(sink.accepted().len(), 1);
     assert!(h
@@ -398,12 +455,17 @@ async fn rate_limit_per_channel() {
         "secret = \"s3cret\"\ntimeout_ms = 2000\nrate_per_sec = 20\nburst = 1",
     );
     let mut h = Harness::new(&cfg, &dir.path().join("s.redb"), NOON_UTC);
-    let ts: Vec<_> = (0..10).map(|i| trigger(&format!("r{i}"), "hook", &format!("u{i}"), NOON_UTC)).collect();
+    let ts: Vec<_> = (0..10)
+        .map(|i| trigger(&format!("r{i}"), "hook", &format!("u{i}"), NOON_UTC))
+        .collect();
     let t0 = Instant::now();
     h.feed(&ts).await;
     h.wait_sends(10).await;
     let el = t0.elapsed();
-    assert!(el >= Duration::from_millis(400), "10 sends at 20/s took only {el:?}");
+    assert!(
+        el >= Duration::from_millis(400),
+        "10 sends at 20/s took only {el:?}"
+    );
     assert_eq!(sink.accepted().len(), 10);
     h.stop().await;
 }
@@ -431,5 +493,62 @@ async fn outbox_survives_a_stop_before_sending() {
     assert_eq!(sink.accepted().len(), 1);
     assert_eq!(h.store.outbox_len().unwrap(), 0);
     assert_eq!(h.receipt("t1")[0].status, Status::Sent);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn pipelined_batches_see_each_other_before_commit() {
+    use tripwire_courier::clock::Clock;
+    use tripwire_courier::runner::Pipeline;
+    let (sink, _smtp, mut h, _d) = setup("").await;
+    let mut p = Pipeline::new(
+        h.store.clone(),
+        h.sink.clone(),
+        h.sender.as_ref().unwrap().dispatcher(),
+        h.metrics.clone(),
+    );
+    let now = h.clock.now_ms();
+    let first = h.inputs(&[trigger("a", "hook", "u1", NOON_UTC)]);
+    p.submit(&mut h.engine, first, now, 1).await.unwrap();
+    // Decided while the first batch may still be committing: `a` is a
+    // redelivery, `b` (same campaign) is not re-eligible after `a`.
+    let second = h.inputs(&[
+        trigger("a", "hook", "u1", NOON_UTC),
+        trigger("b", "hook", "u1", NOON_UTC),
+    ]);
+    assert_eq!(
+        p.submit(&mut h.engine, second, now, 2).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(p.flush(&mut h.engine).await.unwrap(), Some(2));
+    drop(p);
+    h.wait_sends(1).await;
+    let a = h.receipt("a");
+    assert_eq!(a.len(), 2);
+    assert!(a.iter().any(|r| r.reason.as_deref() == Some("duplicate")));
+    assert_eq!(h.receipt("b")[0].detail.as_deref(), Some("reeligibility"));
+    assert_eq!(sink.accepted().len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn webhook_timeout_is_transient_and_retried() {
+    let sink = HttpSink::start(true).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&sink, 1, "").replace("timeout_ms = 2000", "timeout_ms = 200");
+    let mut h = Harness::new(&cfg, &dir.path().join("s.redb"), NOON_UTC);
+    sink.hang_next(1, 1000);
+    let t0 = Instant::now();
+    h.feed(&[trigger("slow", "hook", "u1", NOON_UTC)]).await;
+    h.wait_sends(1).await;
+    assert!(
+        t0.elapsed() < Duration::from_millis(900),
+        "the hanging request was not cut off"
+    );
+    let r = &h.receipt("slow")[0];
+    assert_eq!((r.status, r.attempts), (Status::Sent, Some(2)));
+    assert!(h.metrics.render().contains(
+        "tripwire_courier_send_attempts_total{channel=\"webhook\",outcome=\"transient\"} 1"
+    ));
     h.stop().await;
 }

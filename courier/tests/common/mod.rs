@@ -81,6 +81,22 @@ impl Harness {
         self.store.put_profiles(&ps).unwrap();
     }
 
+    /// Trigger records as batch inputs.
+    pub fn inputs(&mut self, triggers: &[serde_json::Value]) -> Vec<Input> {
+        triggers
+            .iter()
+            .map(|t| {
+                self.offset += 1;
+                Input::Record {
+                    partition: 0,
+                    offset: self.offset,
+                    key: None,
+                    payload: Some(serde_json::to_vec(t).unwrap()),
+                }
+            })
+            .collect()
+    }
+
     /// Feeds raw payloads as one batch.
     pub async fn feed_raw(&mut self, payloads: Vec<Vec<u8>>) {
         let inputs = payloads
@@ -109,8 +125,13 @@ impl Harness {
     }
 
     pub async fn feed(&mut self, triggers: &[serde_json::Value]) {
-        self.feed_raw(triggers.iter().map(|t| serde_json::to_vec(t).unwrap()).collect())
-            .await
+        self.feed_raw(
+            triggers
+                .iter()
+                .map(|t| serde_json::to_vec(t).unwrap())
+                .collect(),
+        )
+        .await
     }
 
     pub async fn release(&mut self) {
@@ -130,8 +151,18 @@ impl Harness {
     /// Waits until `n` send outcomes are recorded (bounded).
     pub async fn wait_sends(&self, n: u64) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while self.sender.as_ref().unwrap().recorded.load(Ordering::SeqCst) < n {
-            assert!(Instant::now() < deadline, "timed out waiting for {n} send outcomes");
+        while self
+            .sender
+            .as_ref()
+            .unwrap()
+            .recorded
+            .load(Ordering::SeqCst)
+            < n
+        {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {n} send outcomes"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -282,6 +313,8 @@ pub fn free_port() -> u16 {
 pub struct Broker {
     pub port: u16,
     child: std::process::Child,
+    /// Holds the broker's log (removed with the broker).
+    _dir: tempfile::TempDir,
 }
 
 impl Broker {
@@ -289,7 +322,8 @@ impl Broker {
         let bin = tansu_bin();
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("tansu-{port}.log"))).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
         let child = std::process::Command::new(&bin)
             .args(tansu_args(&url))
             .env("RUST_LOG", "warn")
@@ -302,10 +336,17 @@ impl Broker {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 break;
             }
-            assert!(Instant::now() < deadline, "tansu did not listen on {port} within 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {port} within 20 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Broker { port, child }
+        Broker {
+            port,
+            child,
+            _dir: dir,
+        }
     }
 
     pub fn brokers(&self) -> String {

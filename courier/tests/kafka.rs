@@ -1,0 +1,481 @@
+//! The courier binary against a real Kafka-compatible broker (tansu) on
+//! 127.0.0.1: profiles rebuilt from the topic, receipts on `deliveries`,
+//! malformed records, metrics, a crash in the middle of a batch, and a
+//! graceful shutdown that keeps deferred messages.
+//!
+//! Needs the `tansu` binary (TANSU_BIN, PATH or ~/.cargo/bin); fails
+//! clearly without it.
+
+mod common;
+
+use common::*;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tripwire_courier::model::{Receipt, Status};
+use tripwire_courier::testkit::HttpSink;
+
+async fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
+        .collect();
+    let res = admin
+        .create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("create topics");
+    for r in res {
+        if let Err((name, e)) = r {
+            panic!("cannot create topic {name}: {e}");
+        }
+    }
+}
+
+fn producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("message.timeout.ms", "10000")
+        .create()
+        .unwrap()
+}
+
+async fn produce(p: &FutureProducer, topic: &str, key: &str, payload: Option<&[u8]>) {
+    let mut rec = FutureRecord::<str, [u8]>::to(topic).key(key);
+    if let Some(b) = payload {
+        rec = rec.payload(b);
+    }
+    p.send(rec, Duration::from_secs(10)).await.expect("produce");
+}
+
+/// Reads `deliveries` from the start until `done` holds (bounded).
+async fn receipts_until(
+    brokers: &str,
+    timeout: Duration,
+    done: impl Fn(&[Receipt]) -> bool,
+) -> Vec<Receipt> {
+    let c: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{}", rand_suffix()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    c.subscribe(&["deliveries"]).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while !done(&out) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for receipts; got {}: {:#?}",
+            out.len(),
+            out
+        );
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), c.recv()).await {
+            let r: Receipt = serde_json::from_slice(m.payload().unwrap()).expect("receipt json");
+            assert_eq!(
+                m.key(),
+                Some(r.user_id.as_bytes()),
+                "receipt key is user_id"
+            );
+            out.push(r);
+        }
+    }
+    out
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// `quiet`: default quiet hours (22:00-09:00 UTC); else none, so that the
+/// tests do not depend on the time of day.
+fn courier_config(sink: &HttpSink, quiet: bool) -> String {
+    let q = if quiet {
+        ""
+    } else {
+        "quiet_hours_start = \"00:00\"\nquiet_hours_end = \"00:00\""
+    };
+    format!(
+        r#"
+[defaults]
+{q}
+default_timezone = "UTC"
+control_share = 0.0
+channels = ["push"]
+max_age_ms = 31536000000
+
+[engine]
+batch_max_records = 1000
+batch_max_wait_ms = 300
+deferred_poll_ms = 200
+shutdown_grace_ms = 3000
+max_in_flight = 4
+
+[retry]
+initial_backoff_ms = 20
+max_backoff_ms = 200
+
+[channels.webhook]
+url = "{hook}"
+secret = "k"
+[channels.push]
+endpoint = "{base}"
+project_id = "p"
+access_token = "t"
+
+[campaigns.cart]
+[campaigns.cart.templates.en]
+title = "{{{{ item.title }}}}"
+body = "Back for {{{{ item.title }}}}?"
+
+[campaigns.hook]
+channels = ["webhook"]
+[campaigns.hook.templates.en]
+title = "t"
+body = "b"
+"#,
+        hook = sink.url("/hook"),
+        base = sink.url(""),
+    )
+}
+
+/// A courier child process, killed on drop (a failing test leaves none).
+struct Courier(Child);
+
+impl Drop for Courier {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Courier {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Courier {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+fn start_courier(brokers: &str, dir: &Path, extra: &[&str], env: &[(&str, String)]) -> Courier {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("courier.log"))
+        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tripwire-courier"));
+    cmd.args(["--brokers", brokers])
+        .arg("--config")
+        .arg(dir.join("courier.toml"))
+        .arg("--store")
+        .arg(dir.join("store.redb"))
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log);
+    if !extra.contains(&"--group-id") {
+        cmd.args(["--group-id", "courier-test"]);
+    }
+    if !extra.contains(&"--metrics-addr") {
+        cmd.args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())]);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Courier(cmd.spawn().expect("start tripwire-courier"))
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id() as i32;
+    // SIGTERM, then wait (bounded).
+    unsafe_kill(pid);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tripwire-courier did not stop within 20 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn unsafe_kill(pid: i32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+async fn wait_for(what: &str, timeout: Duration, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn trig(id: &str, campaign: &str, user: &str) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    serde_json::to_vec(&trigger(id, campaign, user, now)).unwrap()
+}
+
+fn status_of<'a>(rs: &'a [Receipt], id: &str) -> Vec<&'a Receipt> {
+    rs.iter().filter(|r| r.trigger_id == id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_over_kafka() {
+    let broker = Broker::start();
+    let b = broker.brokers();
+    create_topics(&b, &[("triggers", 2), ("profiles", 1), ("deliveries", 1)]).await;
+    let sink = HttpSink::start(true).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("courier.toml"),
+        courier_config(&sink, false),
+    )
+    .unwrap();
+    let p = producer(&b);
+    let profile = |u: &str, push: bool| {
+        serde_json::to_vec(
+            &json!({"user_id": u, "ts": 1, "push_tokens": [{"token": format!("tok-{u}")}],
+            "consent": {"push": push}}),
+        )
+        .unwrap()
+    };
+    produce(&p, "profiles", "u1", Some(&profile("u1", false))).await;
+    produce(&p, "profiles", "u1", Some(&profile("u1", true))).await; // latest wins
+    produce(&p, "profiles", "u2", Some(&profile("u2", false))).await;
+    produce(&p, "profiles", "u3", Some(&profile("u3", true))).await;
+    produce(&p, "profiles", "u3", None).await; // erased
+    produce(&p, "profiles", "bad", Some(b"{not json")).await;
+    produce(&p, "triggers", "u1", Some(&trig("t1", "cart", "u1"))).await;
+    produce(&p, "triggers", "u2", Some(&trig("t2", "cart", "u2"))).await;
+    produce(&p, "triggers", "u3", Some(&trig("t3", "cart", "u3"))).await;
+    produce(&p, "triggers", "u4", Some(b"garbage")).await;
+    produce(&p, "triggers", "u4", Some(&trig("t4", "hook", "u4"))).await;
+    produce(&p, "triggers", "u1", Some(&trig("t1", "cart", "u1"))).await; // redelivery
+
+    let mut child = start_courier(&b, dir.path(), &[], &[]);
+    let rs = receipts_until(&b, Duration::from_secs(60), |rs| {
+        rs.len() >= 6 && rs.iter().filter(|r| r.status == Status::Sent).count() >= 2
+    })
+    .await;
+    let one = |id: &str| {
+        let v = status_of(&rs, id);
+        assert!(!v.is_empty(), "no receipt for {id}: {rs:#?}");
+        v[0].clone()
+    };
+    // The redelivery's receipt may come before the send's.
+    let t1 = status_of(&rs, "t1");
+    assert_eq!(t1.len(), 2, "{t1:#?}");
+    assert!(t1
+        .iter()
+        .any(|r| r.status == Status::Sent && r.channel.as_deref() == Some("push")));
+    assert!(t1.iter().any(|r| r.reason.as_deref() == Some("duplicate")));
+    assert_eq!(one("t2").reason.as_deref(), Some("no_consent"));
+    assert_eq!(one("t3").reason.as_deref(), Some("no_consent"));
+    assert_eq!(one("t4").status, Status::Sent);
+    assert!(rs.iter().any(|r| r.status == Status::Failed
+        && r.reason.as_deref() == Some("malformed")
+        && r.user_id == "u4"));
+    let accepted = sink.accepted();
+    assert_eq!(accepted.len(), 2, "one push (one token) and one webhook");
+    assert!(accepted
+        .iter()
+        .any(|r| r.json()["message"]["token"] == "tok-u1"));
+    let status = terminate(&mut child);
+    assert!(status.success(), "graceful exit, got {status:?}");
+    let log = std::fs::read_to_string(dir.path().join("courier.log")).unwrap();
+    assert!(
+        log.contains("rebuilding"),
+        "profile store rebuilt from the topic:\n{log}"
+    );
+    assert!(!log.contains("tok-u1"), "no push tokens in logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_serves_prometheus_text() {
+    let broker = Broker::start();
+    let b = broker.brokers();
+    create_topics(&b, &[("triggers", 1), ("profiles", 1), ("deliveries", 1)]).await;
+    let sink = HttpSink::start(true).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("courier.toml"),
+        courier_config(&sink, false),
+    )
+    .unwrap();
+    let p = producer(&b);
+    produce(&p, "triggers", "u1", Some(&trig("m1", "hook", "u1"))).await;
+    produce(&p, "triggers", "u1", Some(b"{}")).await;
+    let port = free_port();
+    let mut child = start_courier(
+        &b,
+        dir.path(),
+        &["--metrics-addr", &format!("127.0.0.1:{port}")],
+        &[],
+    );
+    receipts_until(&b, Duration::from_secs(60), |rs| rs.len() >= 2).await;
+    let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "tripwire_courier_trigger_decisions_total{campaign=\"hook\",channel=\"webhook\",reason=\"\",status=\"sent\"} 1",
+        "tripwire_courier_malformed_records_total{topic=\"triggers\"} 1",
+        "tripwire_courier_send_latency_seconds_bucket",
+        "tripwire_courier_deferred_messages 0",
+    ] {
+        assert!(body.contains(needle), "missing {needle} in\n{body}");
+    }
+    assert!(terminate(&mut child).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_in_the_middle_of_a_batch_then_restart() {
+    let broker = Broker::start();
+    let b = broker.brokers();
+    create_topics(&b, &[("triggers", 1), ("profiles", 1), ("deliveries", 1)]).await;
+    let sink = HttpSink::start(true).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    std::fs::write(
+        dir.path().join("courier.toml"),
+        courier_config(&sink, false),
+    )
+    .unwrap();
+    let p = producer(&b);
+    let n = 30;
+    for i in 0..n {
+        produce(
+            &p,
+            "triggers",
+            &format!("u{i}"),
+            Some(&trig(&format!("c{i}"), "hook", &format!("u{i}"))),
+        )
+        .await;
+    }
+    // Abort once 10 sends are recorded, before any offset commit.
+    let mut child = start_courier(&b, dir.path(), &["--crash-after-sends", "10"], &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the crash hook did not fire");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success(), "the first run must crash");
+    assert_eq!(sink.accepted().len(), 10, "10 sends before the crash");
+
+    // tansu keeps a crashed member in its consumer group for longer than
+    // this test may wait, so the restarted courier joins a fresh group.
+    // Nothing was committed by the first run, so it gets exactly the
+    // records the old group would redeliver: all of them.
+    let mut child = start_courier(
+        &b,
+        dir.path(),
+        &["--group-id", "courier-test-restarted"],
+        &[],
+    );
+    wait_for("all sends after restart", Duration::from_secs(60), || {
+        sink.accepted().len() >= n
+    })
+    .await;
+    // Give a would-be duplicate the time to show up.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let accepted = sink.accepted();
+    let keys: HashSet<_> = accepted
+        .iter()
+        .map(|r| r.headers["idempotency-key"].clone())
+        .collect();
+    assert_eq!(accepted.len(), n, "no trigger sent twice");
+    assert_eq!(keys.len(), n, "none lost");
+    // No offset was committed before the crash: every record comes again
+    // and is recognised by the ledger.
+    let rs = receipts_until(&b, Duration::from_secs(60), |rs| {
+        rs.iter().filter(|r| r.status == Status::Sent).count() >= n
+            && rs
+                .iter()
+                .filter(|r| r.reason.as_deref() == Some("duplicate"))
+                .count()
+                >= n
+    })
+    .await;
+    assert_eq!(rs.iter().filter(|r| r.status == Status::Sent).count(), n);
+    assert!(terminate(&mut child).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_keeps_deferred_messages() {
+    let broker = Broker::start();
+    let b = broker.brokers();
+    create_topics(&b, &[("triggers", 1), ("profiles", 1), ("deliveries", 1)]).await;
+    let sink = HttpSink::start(true).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("courier.toml"), courier_config(&sink, true)).unwrap();
+    let p = producer(&b);
+    // 23:00 UTC: quiet hours until 09:00.
+    let night = NOON_UTC + 11 * H;
+    for i in 0..3 {
+        let t = serde_json::to_vec(&trigger(&format!("n{i}"), "hook", &format!("u{i}"), night))
+            .unwrap();
+        produce(&p, "triggers", &format!("u{i}"), Some(&t)).await;
+    }
+    let env = [("TRIPWIRE_COURIER_FAKE_CLOCK_START_MS", night.to_string())];
+    let mut child = start_courier(&b, dir.path(), &[], &env);
+    let rs = receipts_until(&b, Duration::from_secs(60), |rs| rs.len() >= 3).await;
+    assert!(rs
+        .iter()
+        .all(|r| r.status == Status::Deferred && r.until == Some(NOON_UTC + 21 * H)));
+    assert!(terminate(&mut child).success());
+    assert_eq!(sink.count(), 0);
+    // Restart at 09:00: the deferred messages come out of the store.
+    let env = [(
+        "TRIPWIRE_COURIER_FAKE_CLOCK_START_MS",
+        (NOON_UTC + 21 * H).to_string(),
+    )];
+    let mut child = start_courier(&b, dir.path(), &[], &env);
+    wait_for("deferred sends", Duration::from_secs(60), || {
+        sink.accepted().len() >= 3
+    })
+    .await;
+    let rs = receipts_until(&b, Duration::from_secs(30), |rs| {
+        rs.iter().filter(|r| r.status == Status::Sent).count() >= 3
+    })
+    .await;
+    assert_eq!(rs.iter().filter(|r| r.status == Status::Sent).count(), 3);
+    assert!(terminate(&mut child).success());
+    assert_eq!(sink.accepted().len(), 3);
+}

@@ -1,0 +1,153 @@
+//! A real Prometheus server (Debian's `prometheus`) scrapes the live job
+//! and evaluates the project's alerting rules: the metrics are what the
+//! dashboards and rules in `deploy/prometheus/` expect. Everything runs on
+//! 127.0.0.1: a tansu broker, `tripwire run`, and Prometheus.
+
+#[allow(dead_code)]
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{create_topics, free_port, produce, Proc, Rec, Tansu};
+
+fn prometheus_bin() -> String {
+    std::env::var("PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".into())
+}
+
+/// `GET path` from 127.0.0.1:`port`; the body of a 200 answer.
+fn get(port: u16, path: &str) -> Option<String> {
+    let mut s =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    // Prometheus answers with chunked encoding: keep the JSON object.
+    let start = body.find('{')?;
+    let end = body.rfind('}')?;
+    Some(body[start..=end].to_string())
+}
+
+/// The value of an instant query's single sample, if any.
+fn query(port: u16, promql: &str) -> Option<f64> {
+    let encoded: String = promql
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let body = get(port, &format!("/api/v1/query?query={encoded}"))?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+#[test]
+fn prometheus_scrapes_the_live_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let tansu = Tansu::start(dir.path());
+    let brokers = tansu.brokers();
+    create_topics(
+        &brokers,
+        &[
+            ("tracking", 2),
+            ("prices", 1),
+            ("stock", 1),
+            ("catalog", 1),
+            ("triggers", 1),
+            ("tripwire.dlq", 1),
+        ],
+    );
+    let recs: Vec<Rec> = (0..50)
+        .map(|i| Rec {
+            topic: "tracking".into(),
+            key: Some(format!("u{}", i % 5)),
+            payload: format!(
+                r#"{{"event_id":"e{i}","type":"product_view","ts":{},"user_id":"u{}","product_id":"p{}"}}"#,
+                1_700_000_000_000u64 + i * 1000,
+                i % 5,
+                i % 7
+            )
+            .into_bytes(),
+        })
+        .chain(std::iter::once(Rec {
+            topic: "tracking".into(),
+            key: None,
+            payload: b"not json".to_vec(),
+        }))
+        .collect();
+    produce(&brokers, &recs);
+
+    let metrics_port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tripwire"));
+    cmd.args(["run", "--brokers", &brokers, "--start", "earliest"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")]);
+    let mut job = Proc::spawn(cmd, dir.path().join("job.log"));
+
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/rules.yml");
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: tripwire\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let prom_port = free_port();
+    let mut prom = Command::new(prometheus_bin());
+    prom.arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"));
+    let prom = Proc::spawn(prom, dir.path().join("prometheus.log"));
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut read = None;
+    let mut bad = None;
+    while Instant::now() < deadline {
+        read = query(prom_port, "sum(tripwire_input_records_total)");
+        bad = query(prom_port, "sum(tripwire_bad_records_total)");
+        if read.unwrap_or(0.0) >= 51.0 && bad.unwrap_or(0.0) >= 1.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        read,
+        Some(51.0),
+        "records read as Prometheus sees them; prometheus log:\n{}",
+        prom.log_tail(20)
+    );
+    assert_eq!(bad, Some(1.0), "bad records as Prometheus sees them");
+    assert_eq!(query(prom_port, r#"up{job="tripwire"}"#), Some(1.0));
+    // The recording rules of deploy/prometheus/rules.yml evaluate on the job's series.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut recorded = None;
+    while Instant::now() < deadline && recorded.is_none() {
+        recorded = query(prom_port, "sum(tripwire:input_records:rate5m)");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(recorded.is_some(), "the recording rule produced no series");
+    assert!(job.running(), "the job died:\n{}", job.log_tail(20));
+    job.terminate();
+    assert!(job
+        .wait(Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
+    drop(prom);
+    drop(tansu);
+}
