@@ -57,7 +57,7 @@ pub fn build<'s>(
         "PriceHistory",
         move |(_p, (ts, _))| Some(ts.saturating_add(cart_ms)),
     );
-    let changes = product_changes(product_msgs, clock);
+    let changes = product_changes(product_msgs);
 
     let cart_ops = state::cart_ops(resolved.clone());
     let activity = state::activity(resolved.clone());

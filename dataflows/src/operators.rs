@@ -85,6 +85,92 @@ fn release<V>(held: &mut Option<Capability<Time>>, pending: &BTreeMap<Time, V>) 
     }
 }
 
+/// Data held back until its time is complete, with one capability at the
+/// least pending time: the shape every stateful operator here shares.
+struct Pending<D> {
+    by_time: BTreeMap<Time, Vec<D>>,
+    held: Option<Capability<Time>>,
+}
+
+impl<D> Pending<D> {
+    fn new() -> Self {
+        Pending {
+            by_time: BTreeMap::new(),
+            held: None,
+        }
+    }
+
+    /// Holds `d` at `t` (at least the message's time).
+    fn push(&mut self, cap: &timely::dataflow::operators::InputCapability<Time>, t: Time, d: D) {
+        self.by_time.entry(t).or_default().push(d);
+        hold(&mut self.held, cap, t);
+    }
+
+    /// The least pending time that is complete (below `frontier`), with its
+    /// data and a capability for it.
+    fn next_complete(
+        &mut self,
+        frontier: Option<Time>,
+    ) -> Option<(Capability<Time>, Time, Vec<D>)> {
+        let entry = self.by_time.first_entry()?;
+        let t = *entry.key();
+        if frontier.is_some_and(|f| t >= f) {
+            return None;
+        }
+        let batch = entry.remove();
+        let cap = self
+            .held
+            .as_ref()
+            .expect("a held capability covers pending data")
+            .delayed(&t);
+        Some((cap, t, batch))
+    }
+
+    /// Moves the held capability up to the least pending time, or drops it.
+    fn release(&mut self) {
+        release(&mut self.held, &self.by_time);
+    }
+}
+
+/// Ids remembered until a time: once the frontier passes it, they are forgotten.
+struct Remembered {
+    until: HashMap<String, Time>,
+    expiries: BTreeMap<Time, Vec<String>>,
+}
+
+impl Remembered {
+    fn new() -> Self {
+        Remembered {
+            until: HashMap::new(),
+            expiries: BTreeMap::new(),
+        }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.until.contains_key(id)
+    }
+
+    fn insert(&mut self, id: String, until: Time) {
+        self.expiries.entry(until).or_default().push(id.clone());
+        self.until.insert(id, until);
+    }
+
+    /// Forgets the ids whose time is below `frontier` (all, when it is empty).
+    fn forget_before(&mut self, frontier: Option<Time>) {
+        let horizon = frontier.unwrap_or(Time::MAX);
+        while let Some(entry) = self.expiries.first_entry() {
+            if *entry.key() >= horizon {
+                break;
+            }
+            for id in entry.remove() {
+                if self.until.get(&id).is_some_and(|&u| u < horizon) {
+                    self.until.remove(&id);
+                }
+            }
+        }
+    }
+}
+
 /// Holds updates whose time is beyond the input frontier, releasing each
 /// group once the frontier reaches its time. Output equals input.
 pub fn hold_future<'s, D, R>(
@@ -187,55 +273,31 @@ pub fn dedup_events<'s>(
             Exchange::new(|u: &(Event, Time, isize)| u.0.event_id.hashed()),
             "DedupEventId",
             move |_cap, _info| {
-                let mut pending: BTreeMap<Time, Vec<Event>> = BTreeMap::new();
-                let mut held: Option<Capability<Time>> = None;
-                let mut seen: HashMap<String, Time> = HashMap::new();
-                let mut expiries: BTreeMap<Time, Vec<String>> = BTreeMap::new();
+                let mut pending = Pending::new();
+                let mut seen = Remembered::new();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         let Some(&least) = cap.least() else { return };
                         for (e, t, r) in data.drain(..) {
-                            let t = t.max(least);
-                            if r <= 0 {
-                                continue;
+                            if r > 0 {
+                                pending.push(&cap, t.max(least), e);
                             }
-                            pending.entry(t).or_default().push(e);
-                            hold(&mut held, &cap, t);
                         }
                     });
                     let f = frontier_time(frontier);
-                    while let Some(entry) = pending.first_entry() {
-                        let t = *entry.key();
-                        if f.is_some_and(|f| t >= f) {
-                            break;
-                        }
-                        let mut batch = entry.remove();
-                        let cap = held.as_ref().expect("held capability").delayed(&t);
+                    while let Some((cap, t, mut batch)) = pending.next_complete(f) {
                         batch.sort();
                         let mut session = output.session(&cap);
                         for e in batch {
-                            if seen.contains_key(&e.event_id) {
+                            if seen.contains(&e.event_id) {
                                 continue;
                             }
-                            let until = e.ts.saturating_add(window_ms).max(t);
-                            seen.insert(e.event_id.clone(), until);
-                            expiries.entry(until).or_default().push(e.event_id.clone());
+                            seen.insert(e.event_id.clone(), e.ts.saturating_add(window_ms).max(t));
                             session.give((e, t, 1isize));
                         }
                     }
-                    release(&mut held, &pending);
-                    // Forget ids whose window has passed.
-                    let horizon = f.unwrap_or(Time::MAX);
-                    while let Some(entry) = expiries.first_entry() {
-                        if *entry.key() >= horizon {
-                            break;
-                        }
-                        for id in entry.remove() {
-                            if seen.get(&id).is_some_and(|&u| u < horizon) {
-                                seen.remove(&id);
-                            }
-                        }
-                    }
+                    pending.release();
+                    seen.forget_before(f);
                 }
             },
         )
@@ -288,23 +350,17 @@ impl ProductMsg {
 }
 
 /// The latest price and stock of every product, applied in event-time
-/// order. Returns the stream of changes as a collection of *transient*
-/// facts `(product, change)`, each present during the bucket of its `ts`
-/// only: joined with user facts (which carry their known times), it lets
-/// the audience be evaluated on exactly the state known at `ts`. A message
-/// older than the product's latest one (late, live only) updates nothing.
-pub fn product_changes<'s>(
-    msgs: Coll<'s, ProductMsg>,
-    clock: Clock,
-) -> Coll<'s, (String, ProductChange)> {
-    let changes = msgs
-        .inner
+/// order. Returns the changes as insertions `(product, change)` at their
+/// time (a stream of happenings, never retracted): the event-caused kinds
+/// evaluate each once, on the facts known at its `ts`. A message older than
+/// the product's latest one (late, live only) updates nothing.
+pub fn product_changes<'s>(msgs: Coll<'s, ProductMsg>) -> Coll<'s, (String, ProductChange)> {
+    msgs.inner
         .unary_frontier(
             Exchange::new(|u: &(ProductMsg, Time, isize)| u.0.product_id().hashed()),
             "ProductLatest",
             |_cap, _info| {
-                let mut pending: BTreeMap<Time, Vec<ProductMsg>> = BTreeMap::new();
-                let mut held: Option<Capability<Time>> = None;
+                let mut pending = Pending::new();
                 // product -> (ts of latest price, price), (ts of latest stock, quantity)
                 let mut prices: HashMap<String, (Time, Money)> = HashMap::new();
                 let mut stock: HashMap<String, (Time, u64)> = HashMap::new();
@@ -312,28 +368,19 @@ pub fn product_changes<'s>(
                     input.for_each(|cap, data| {
                         let Some(&least) = cap.least() else { return };
                         for (m, t, r) in data.drain(..) {
-                            let t = t.max(least);
-                            if r <= 0 {
-                                continue;
+                            if r > 0 {
+                                pending.push(&cap, t.max(least), m);
                             }
-                            pending.entry(t).or_default().push(m);
-                            hold(&mut held, &cap, t);
                         }
                     });
                     let f = frontier_time(frontier);
-                    while let Some(entry) = pending.first_entry() {
-                        let t = *entry.key();
-                        if f.is_some_and(|f| t >= f) {
-                            break;
-                        }
-                        let mut batch = entry.remove();
-                        let cap = held.as_ref().expect("held capability").delayed(&t);
+                    while let Some((cap, t, mut batch)) = pending.next_complete(f) {
                         // Prices before stock at one time, so that a restock sees the
                         // price set at the same moment; then by product and value.
-                        batch.sort_by(|a, b| (a.ts(), a).cmp(&(b.ts(), b)));
+                        batch.sort_by(|a: &ProductMsg, b| (a.ts(), a).cmp(&(b.ts(), b)));
                         let mut session = output.session(&cap);
                         for m in batch {
-                            match m {
+                            let (product, change) = match m {
                                 ProductMsg::Price(p) => {
                                     let old = prices.get(&p.product_id).copied();
                                     if old.is_some_and(|(ots, _)| ots > p.ts) {
@@ -345,16 +392,7 @@ pub fn product_changes<'s>(
                                         old: old.map(|o| o.1),
                                         new: p.price,
                                     };
-                                    session.give((
-                                        (p.product_id.clone(), change.clone()),
-                                        t,
-                                        1isize,
-                                    ));
-                                    session.give((
-                                        (p.product_id, change),
-                                        t + clock.bucket_ms,
-                                        -1isize,
-                                    ));
+                                    (p.product_id, change)
                                 }
                                 ProductMsg::Stock(s) => {
                                     let old = stock.get(&s.product_id).copied();
@@ -362,33 +400,23 @@ pub fn product_changes<'s>(
                                         continue;
                                     }
                                     stock.insert(s.product_id.clone(), (s.ts, s.quantity));
-                                    let price = prices.get(&s.product_id).map(|p| p.1);
                                     let change = ProductChange::Stock {
                                         ts: s.ts,
                                         old: old.map(|o| o.1),
                                         new: s.quantity,
-                                        price,
+                                        price: prices.get(&s.product_id).map(|p| p.1),
                                     };
-                                    session.give((
-                                        (s.product_id.clone(), change.clone()),
-                                        t,
-                                        1isize,
-                                    ));
-                                    session.give((
-                                        (s.product_id, change),
-                                        t + clock.bucket_ms,
-                                        -1isize,
-                                    ));
+                                    (s.product_id, change)
                                 }
-                            }
+                            };
+                            session.give(((product, change), t, 1isize));
                         }
                     }
-                    release(&mut held, &pending);
+                    pending.release();
                 }
             },
         )
-        .as_collection();
-    hold_future(changes, "ProductChangesExpire")
+        .as_collection()
 }
 
 /// What a trigger function produces: everything of a trigger record except
@@ -421,39 +449,28 @@ pub fn fire_once<'s>(ready: Coll<'s, Ready>, remember_ms: Time) -> Stream<'s, Ti
         Exchange::new(|u: &(Ready, Time, isize)| (u.0).1 .1.trigger_id.hashed()),
         "FireOnce",
         move |_cap, _info| {
-            let mut pending: BTreeMap<Time, Vec<(Ready, Time, isize)>> = BTreeMap::new();
-            let mut held: Option<Capability<Time>> = None;
-            let mut fired: HashMap<String, Time> = HashMap::new();
-            let mut expiries: BTreeMap<Time, Vec<String>> = BTreeMap::new();
+            let mut pending = Pending::new();
+            let mut fired = Remembered::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     let Some(&least) = cap.least() else { return };
                     for (d, t, r) in data.drain(..) {
                         let t = t.max(least);
-                        pending.entry(t).or_default().push((d, t, r));
-                        hold(&mut held, &cap, t);
+                        pending.push(&cap, t, (d, t, r));
                     }
                 });
                 let f = frontier_time(frontier);
-                while let Some(entry) = pending.first_entry() {
-                    let t = *entry.key();
-                    if f.is_some_and(|f| t >= f) {
-                        break;
-                    }
-                    let mut batch = entry.remove();
-                    let cap = held.as_ref().expect("held capability").delayed(&t);
+                while let Some((cap, t, mut batch)) = pending.next_complete(f) {
                     consolidate_updates(&mut batch);
                     let mut session = output.session(&cap);
                     for ((user, (tau, cand, language, timezone)), _t, r) in batch {
-                        if r <= 0 || fired.contains_key(&cand.trigger_id) {
+                        if r <= 0 || fired.contains(&cand.trigger_id) {
                             continue;
                         }
-                        let until = t.max(tau).saturating_add(remember_ms);
-                        fired.insert(cand.trigger_id.clone(), until);
-                        expiries
-                            .entry(until)
-                            .or_default()
-                            .push(cand.trigger_id.clone());
+                        fired.insert(
+                            cand.trigger_id.clone(),
+                            t.max(tau).saturating_add(remember_ms),
+                        );
                         session.give(Trigger {
                             trigger_id: cand.trigger_id,
                             campaign: cand.campaign,
@@ -471,18 +488,8 @@ pub fn fire_once<'s>(ready: Coll<'s, Ready>, remember_ms: Time) -> Stream<'s, Ti
                         });
                     }
                 }
-                release(&mut held, &pending);
-                let horizon = f.unwrap_or(Time::MAX);
-                while let Some(entry) = expiries.first_entry() {
-                    if *entry.key() >= horizon {
-                        break;
-                    }
-                    for id in entry.remove() {
-                        if fired.get(&id).is_some_and(|&u| u < horizon) {
-                            fired.remove(&id);
-                        }
-                    }
-                }
+                pending.release();
+                fired.forget_before(f);
             }
         },
     )
@@ -503,8 +510,7 @@ pub fn context_changes<'s>(
             Exchange::new(|u: &(Fact, Time, isize)| (u.0).0.hashed()),
             "ContextChanges",
             |_cap, _info| {
-                let mut pending: BTreeMap<Time, Vec<(Fact, isize)>> = BTreeMap::new();
-                let mut held: Option<Capability<Time>> = None;
+                let mut pending: Pending<(Fact, isize)> = Pending::new();
                 let mut last: HashMap<String, (Option<String>, Option<String>)> = HashMap::new();
                 let mut passed: std::collections::HashSet<(String, At)> =
                     std::collections::HashSet::new();
@@ -512,20 +518,12 @@ pub fn context_changes<'s>(
                     input.for_each(|cap, data| {
                         let Some(&least) = cap.least() else { return };
                         for (f, t, r) in data.drain(..) {
-                            let t = t.max(least);
-                            pending.entry(t).or_default().push((f, r));
-                            hold(&mut held, &cap, t);
+                            pending.push(&cap, t.max(least), (f, r));
                         }
                     });
                     let f = frontier_time(frontier);
-                    while let Some(entry) = pending.first_entry() {
-                        let t = *entry.key();
-                        if f.is_some_and(|f| t >= f) {
-                            break;
-                        }
-                        let mut batch = entry.remove();
+                    while let Some((cap, t, mut batch)) = pending.next_complete(f) {
                         batch.sort();
-                        let cap = held.as_ref().expect("held capability").delayed(&t);
                         let mut session = output.session(&cap);
                         for ((user, (at, fact)), r) in batch {
                             if let UserFact::Context { language, timezone } = &fact {
@@ -546,7 +544,7 @@ pub fn context_changes<'s>(
                             session.give(((user, (at, fact)), t, r));
                         }
                     }
-                    release(&mut held, &pending);
+                    pending.release();
                 }
             },
         )
