@@ -437,6 +437,29 @@ pub struct Candidate {
     pub reminder: Option<bool>,
 }
 
+impl Candidate {
+    /// A candidate of `campaign`'s `kind` whose id hashes the campaign and
+    /// `id_parts`; the kind-specific fields start empty.
+    pub fn new(
+        campaign: &str,
+        kind: &str,
+        id_parts: &[&str],
+        items: Vec<crate::model::Item>,
+    ) -> Self {
+        Candidate {
+            trigger_id: crate::state::trigger_id(campaign, id_parts),
+            campaign: campaign.to_string(),
+            kind: kind.to_string(),
+            items,
+            query: None,
+            category_id: None,
+            order_id: None,
+            audience: None,
+            reminder: None,
+        }
+    }
+}
+
 /// A candidate that fires at `τ` (ms, the first element), with the user's
 /// language and timezone at `τ`, ready to leave the job.
 pub type Ready = (String, (Time, Candidate, Option<String>, Option<String>));

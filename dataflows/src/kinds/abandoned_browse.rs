@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::campaign::AbandonedBrowse;
 use crate::model::{Item, Time};
 use crate::operators::{shift_to, Candidate, Clock, Coll};
-use crate::state::{firing_times, trigger_id, ActKind, At, User};
+use crate::state::{firing_times, ActKind, At, User};
 
 use super::abandoned_cart::Firing;
 
@@ -125,17 +125,12 @@ pub fn abandoned_browse<'s>(
                         if items.is_empty() {
                             continue;
                         }
-                        let candidate = Candidate {
-                            trigger_id: trigger_id(&name, &[user, &last.to_string()]),
-                            campaign: name.clone(),
-                            kind: "abandoned_browse".into(),
+                        let candidate = Candidate::new(
+                            &name,
+                            "abandoned_browse",
+                            &[user, &last.to_string()],
                             items,
-                            query: None,
-                            category_id: None,
-                            order_id: None,
-                            audience: None,
-                            reminder: None,
-                        };
+                        );
                         if tau >= recent {
                             output.push(((tau, candidate), 1));
                         }

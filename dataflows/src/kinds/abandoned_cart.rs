@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::campaign::AbandonedCart;
 use crate::model::{Item, Money, Time};
 use crate::operators::{shift_to, Candidate, Clock, Coll};
-use crate::state::{apply_ops, firing_times, trigger_id, AtOp, ListOp, Product, User};
+use crate::state::{apply_ops, firing_times, AtOp, ListOp, Product, User};
 
 /// The reduce's input: the user's cart operations, and one timer per cart
 /// change, present from the bucket of the change's `ts + delay_ms` on.
@@ -114,17 +114,12 @@ pub fn abandoned_cart<'s>(
                                 ..Item::product(p)
                             })
                             .collect();
-                        let candidate = Candidate {
-                            trigger_id: trigger_id(&name, &[user, &last.to_string()]),
-                            campaign: name.clone(),
-                            kind: "abandoned_cart".into(),
+                        let candidate = Candidate::new(
+                            &name,
+                            "abandoned_cart",
+                            &[user, &last.to_string()],
                             items,
-                            query: None,
-                            category_id: None,
-                            order_id: None,
-                            audience: None,
-                            reminder: None,
-                        };
+                        );
                         if tau >= recent {
                             output.push(((tau, end, candidate), 1));
                         }

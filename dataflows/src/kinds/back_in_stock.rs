@@ -2,7 +2,7 @@
 
 use crate::model::Item;
 use crate::operators::{product_audience, Candidate, Clock, Coll, ProductChange};
-use crate::state::{listed_at, trigger_id, ByProduct, Product};
+use crate::state::{listed_at, ByProduct, Product};
 
 use super::abandoned_cart::Firing;
 use super::price_drop::per_user;
@@ -41,20 +41,12 @@ pub fn back_in_stock<'s>(
                 if !(listed_at(facts(), t, true) || listed_at(facts(), t, false)) {
                     return;
                 }
-                let candidate = Candidate {
-                    trigger_id: trigger_id(&name, &[user, p, &t.to_string()]),
-                    campaign: name.clone(),
-                    kind: "back_in_stock".into(),
-                    items: vec![Item {
-                        price,
-                        ..Item::product(p)
-                    }],
-                    query: None,
-                    category_id: None,
-                    order_id: None,
-                    audience: None,
-                    reminder: None,
-                };
+                let items = vec![Item {
+                    price,
+                    ..Item::product(p)
+                }];
+                let candidate =
+                    Candidate::new(&name, "back_in_stock", &[user, p, &t.to_string()], items);
                 out.push((user.to_string(), (t, candidate)));
             });
         },

@@ -3,7 +3,7 @@
 use crate::campaign::{Audience, PriceDrop};
 use crate::model::{Item, Time};
 use crate::operators::{product_audience, Candidate, Clock, Coll, ProductChange, ProductFacts};
-use crate::state::{listed_at, trigger_id, At, ByProduct, Product, ProductFact};
+use crate::state::{listed_at, At, ByProduct, Product, ProductFact};
 
 use super::abandoned_cart::Firing;
 
@@ -94,20 +94,14 @@ pub fn price_drop<'s>(
                 let Some(audience) = audiences.iter().find(|a| holds(a)) else {
                     return;
                 };
+                let items = vec![Item {
+                    price: Some(new),
+                    old_price: Some(old),
+                    ..Item::product(p)
+                }];
                 let candidate = Candidate {
-                    trigger_id: trigger_id(&name, &[user, p, &t.to_string()]),
-                    campaign: name.clone(),
-                    kind: "price_drop".into(),
-                    items: vec![Item {
-                        price: Some(new),
-                        old_price: Some(old),
-                        ..Item::product(p)
-                    }],
-                    query: None,
-                    category_id: None,
-                    order_id: None,
                     audience: Some(audience.name().to_string()),
-                    reminder: None,
+                    ..Candidate::new(&name, "price_drop", &[user, p, &t.to_string()], items)
                 };
                 out.push((user.to_string(), (t as Time, candidate)));
             });
