@@ -154,6 +154,8 @@ pub fn replay(
             let mut local: Vec<Input> = local.into_iter().filter(|i| i.time() <= close).collect();
             local.sort_unstable_by_key(|i| i.time());
             let mut since_step = 0usize;
+            let mut sent = 0u64;
+            let mut chunks = 0u64;
             for input in local {
                 let at = input.time();
                 if since_step >= CHUNK && job.frontier().is_some_and(|f| clock.at(at) > clock.at(f))
@@ -164,9 +166,20 @@ pub fn replay(
                         worker.step();
                     }
                     since_step = 0;
+                    chunks += 1;
+                    if index == 0 && chunks % 10 == 0 {
+                        tracing::info!(
+                            worker = index,
+                            sent,
+                            event_time_ms = at,
+                            rss_mb = crate::telemetry::resident_mb().unwrap_or(0),
+                            "replay progress"
+                        );
+                    }
                 }
                 job.send(input);
                 since_step += 1;
+                sent += 1;
             }
             job.advance_to(clock.after(close));
             tracing::debug!(

@@ -278,3 +278,11 @@ pub fn init_logging(json: bool) {
         builder.try_init()
     };
 }
+
+/// The process's resident memory in MiB (Linux), for progress logs.
+pub fn resident_mb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
+}

@@ -78,3 +78,52 @@ pub fn gate<'s>(
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Seq;
+
+    fn at(ts: Time, id: &str) -> At {
+        At {
+            seq: Seq {
+                ts,
+                rank: 7,
+                event_id: id.into(),
+            },
+            known: ts,
+        }
+    }
+
+    #[test]
+    fn opted_out_needs_every_channel_or_forget() {
+        let (a, b, c, d) = (at(1, "a"), at(2, "b"), at(3, "c"), at(4, "d"));
+        let off = |channel| UserFact::Consent {
+            channel,
+            granted: false,
+        };
+        let push_off = off(Channel::Push);
+        let email_off = off(Channel::Email);
+        let sms_off = off(Channel::Sms);
+        let push_on = UserFact::Consent {
+            channel: Channel::Push,
+            granted: true,
+        };
+        assert!(!opted_out([(&a, &push_off), (&b, &email_off)].into_iter()));
+        assert!(opted_out(
+            [(&a, &push_off), (&b, &email_off), (&c, &sms_off)].into_iter()
+        ));
+        assert!(!opted_out(
+            [
+                (&a, &push_off),
+                (&b, &email_off),
+                (&c, &sms_off),
+                (&d, &push_on)
+            ]
+            .into_iter()
+        ));
+        assert!(opted_out(
+            [(&a, &UserFact::Forget), (&d, &push_on)].into_iter()
+        ));
+    }
+}

@@ -709,3 +709,17 @@ where
         move |p: &String, change, facts, out| logic(p, change, facts, out),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Clock;
+
+    #[test]
+    fn clock_buckets() {
+        let c = Clock::new(1000);
+        assert_eq!(c.at(1999), 1000);
+        assert_eq!(c.at(2000), 2000);
+        assert_eq!(c.after(1999), 2000);
+        assert_eq!(Clock::new(0).bucket_ms, 1);
+    }
+}

@@ -339,3 +339,87 @@ pub fn trigger_id(campaign: &str, parts: &[&str]) -> String {
     }
     hex::encode(&h.finalize()[..16])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ts: Time, rank: u8, id: &str, known: Time) -> At {
+        At {
+            seq: Seq {
+                ts,
+                rank,
+                event_id: id.into(),
+            },
+            known,
+        }
+    }
+
+    #[test]
+    fn ops_apply_in_order_with_latest_quantity() {
+        let ops = vec![
+            (
+                at(1, 1, "a", 1),
+                ListOp::Add {
+                    product: "p".into(),
+                    quantity: 2,
+                },
+            ),
+            (
+                at(2, 1, "b", 2),
+                ListOp::Add {
+                    product: "q".into(),
+                    quantity: 1,
+                },
+            ),
+            (
+                at(3, 1, "c", 3),
+                ListOp::Add {
+                    product: "p".into(),
+                    quantity: 5,
+                },
+            ),
+            (
+                at(4, 6, "d", 4),
+                ListOp::Order {
+                    products: vec!["q".into()],
+                },
+            ),
+        ];
+        let cart = apply_ops(ops.iter());
+        assert_eq!(
+            cart.into_iter().collect::<Vec<_>>(),
+            vec![("p".to_string(), 5)]
+        );
+    }
+
+    #[test]
+    fn listed_at_counts_only_facts_known_then() {
+        let add = at(10, 1, "a", 10);
+        let late_remove = at(20, 4, "b", 50);
+        let facts = [
+            (&add, &ProductFact::CartAdd),
+            (&late_remove, &ProductFact::CartRemove),
+        ];
+        assert!(!listed_at(facts.iter().copied(), 5, true));
+        assert!(listed_at(facts.iter().copied(), 30, true));
+        assert!(!listed_at(facts.iter().copied(), 50, true));
+        assert!(!listed_at(facts.iter().copied(), 30, false));
+    }
+
+    #[test]
+    fn firing_times_start_at_due_and_follow_later_knowledge() {
+        assert_eq!(
+            firing_times(10, [3, 10, 12, 12, 40].into_iter()),
+            vec![10, 12, 40]
+        );
+    }
+
+    #[test]
+    fn trigger_ids_are_stable_hex() {
+        let id = trigger_id("c", &["u", "1"]);
+        assert_eq!(id.len(), 32);
+        assert_eq!(id, trigger_id("c", &["u", "1"]));
+        assert_ne!(id, trigger_id("c", &["u1", ""]));
+    }
+}
