@@ -357,7 +357,7 @@ mod tests {
 
     #[test]
     fn ops_apply_in_order_with_latest_quantity() {
-        let ops = vec![
+        let ops = [
             (
                 at(1, 1, "a", 1),
                 ListOp::Add {
