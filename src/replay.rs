@@ -154,9 +154,8 @@ pub fn replay(
             let mut local: Vec<Input> = local.into_iter().filter(|i| i.time() <= close).collect();
             local.sort_unstable_by_key(|i| i.time());
             let mut since_step = 0usize;
-            let mut sent = 0u64;
             let mut chunks = 0u64;
-            for input in local {
+            for (sent, input) in local.into_iter().enumerate() {
                 let at = input.time();
                 if since_step >= CHUNK && job.frontier().is_some_and(|f| clock.at(at) > clock.at(f))
                 {
@@ -167,7 +166,7 @@ pub fn replay(
                     }
                     since_step = 0;
                     chunks += 1;
-                    if index == 0 && chunks % 10 == 0 {
+                    if index == 0 && chunks.is_multiple_of(10) {
                         tracing::info!(
                             worker = index,
                             sent,
@@ -179,7 +178,6 @@ pub fn replay(
                 }
                 job.send(input);
                 since_step += 1;
-                sent += 1;
             }
             job.advance_to(clock.after(close));
             tracing::debug!(
