@@ -92,11 +92,15 @@ pub fn resolve_users<'s>(events: Coll<'s, Event>) -> Coll<'s, (User, Event)> {
             (None, Some(a)) => Some((a.clone(), e)),
             _ => None,
         })
-        .join_map(links, |_anon, e, (user, link_known)| {
-            let mut e = e.clone();
-            e.known = e.known.max(*link_known);
-            (user.clone(), e)
-        });
+        .arrange_by_key_named("Anonymous events by anonymous id")
+        .join_core(
+            links.arrange_by_key_named("Identity links by anonymous id"),
+            |_anon, e: &Event, (user, link_known): &(User, Time)| {
+                let mut e = e.clone();
+                e.known = e.known.max(*link_known);
+                Some((user.clone(), e))
+            },
+        );
     known.concat(anonymous)
 }
 

@@ -152,9 +152,13 @@ fn attach_prices<'s>(
             .map(move |i| (i.product_id, (id.clone(), due)))
     });
     let found = requests
-        .join_map(prices, |p, (id, due), (ts, price)| {
-            ((id.clone(), p.clone()), (*due, *ts, *price))
-        })
+        .arrange_by_key_named(&format!("{campaign}: items by product"))
+        .join_core(
+            prices.arrange_by_key_named(&format!("{campaign}: prices by product")),
+            |p: &Product, (id, due): &(String, Time), (ts, price): &(Time, Money)| {
+                Some(((id.clone(), p.clone()), (*due, *ts, *price)))
+            },
+        )
         .filter(|(_, (due, ts, _))| ts <= due)
         .reduce_named(&format!("{campaign}: price at T"), |_key, input, output| {
             // Sorted by (T, ts, price): the last is the latest price at T.
