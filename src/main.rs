@@ -205,12 +205,29 @@ fn demo(
     let started = std::time::Instant::now();
     let summary = replay::replay(vec![("generated".into(), text)], config, workers, None)?;
     let elapsed = started.elapsed();
+    // A sample across kinds: the first records of each, in time order.
+    let mut kinds: Vec<&str> = summary.triggers.iter().map(|t| t.kind.as_str()).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let per_kind = show.div_ceil(kinds.len().max(1));
+    let mut sample: Vec<&dataflows::model::Trigger> = Vec::new();
+    for kind in &kinds {
+        sample.extend(
+            summary
+                .triggers
+                .iter()
+                .filter(|t| t.kind == *kind)
+                .take(per_kind),
+        );
+    }
+    sample.sort_by_key(|t| t.ts);
+    sample.truncate(show);
     println!(
-        "First {} of {} trigger records:",
-        show.min(summary.triggers.len()),
+        "A sample of {} of the {} trigger records:",
+        sample.len(),
         summary.triggers.len()
     );
-    for t in summary.triggers.iter().take(show) {
+    for t in sample {
         println!("  {}", serde_json::to_string(t)?);
     }
     let mut per_campaign: BTreeMap<(&str, &str), u64> = BTreeMap::new();
