@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::campaign::AbandonedBrowse;
 use crate::model::{Item, Time};
 use crate::operators::{shift_to, Candidate, Clock, Coll};
-use crate::state::{firing_times, ActKind, At, User};
+use crate::state::{evaluated_bucket, firing_times, ActKind, At, User};
 
 use super::abandoned_cart::Firing;
 
@@ -64,19 +64,8 @@ pub fn abandoned_browse<'s>(
                     })
                     .collect();
                 due.dedup();
-                // Only firings in the bucket being evaluated are output (earlier
-                // ones were emitted when their bucket was evaluated; the emitter
-                // remembers them): `recent` is that bucket's start.
-                let horizon = acts
-                    .iter()
-                    .map(|(at, _)| at.known)
-                    .chain(due.iter().map(|d| d.saturating_add(delay)))
-                    .max()
-                    .unwrap_or(0);
-                let recent = clock.at(horizon);
-                let late_now = acts
-                    .iter()
-                    .any(|(at, _)| at.known >= recent && at.known > at.ts());
+                let (recent, late_now) =
+                    evaluated_bucket(clock, acts.iter().map(|(at, _)| *at), &due, delay);
                 // min_known[i]: the least known time among acts[i..].
                 let mut min_known = vec![Time::MAX; acts.len() + 1];
                 for i in (0..acts.len()).rev() {

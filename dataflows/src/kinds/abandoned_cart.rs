@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::campaign::AbandonedCart;
 use crate::model::{Item, Money, Time};
 use crate::operators::{shift_to, Candidate, Clock, Coll};
-use crate::state::{apply_ops, firing_times, AtOp, ListOp, Product, User};
+use crate::state::{apply_ops, evaluated_bucket, firing_times, AtOp, ListOp, Product, User};
 
 /// The reduce's input: the user's cart operations, and one timer per cart
 /// change, present from the bucket of the change's `ts + delay_ms` on.
@@ -63,18 +63,8 @@ pub fn abandoned_cart<'s>(
                 }
                 due.dedup();
                 let is_change = |op: &ListOp| !matches!(op, ListOp::Order { .. });
-                // Only firings in the bucket being evaluated are output (see
-                // abandoned_browse): `recent` is that bucket's start.
-                let horizon = ops
-                    .iter()
-                    .map(|(at, _)| at.known)
-                    .chain(due.iter().map(|d| d.saturating_add(delay)))
-                    .max()
-                    .unwrap_or(0);
-                let recent = clock.at(horizon);
-                let late_now = ops
-                    .iter()
-                    .any(|(at, _)| at.known >= recent && at.known > at.ts());
+                let (recent, late_now) =
+                    evaluated_bucket(clock, ops.iter().map(|(at, _)| at), &due, delay);
                 for &last in &due {
                     let end = last.saturating_add(delay);
                     if end < recent && !late_now {
