@@ -66,6 +66,76 @@ pub struct PriceDrop {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackInStock {}
 
+/// `abandoned_search` parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AbandonedSearch {
+    /// Time after the latest activity at which the search counts as abandoned.
+    pub delay_ms: Time,
+    /// A gap of at least this much between two activity events starts a new session.
+    pub session_gap_ms: Time,
+}
+
+/// `abandoned_category` parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AbandonedCategory {
+    /// Time after the latest activity at which the category visit counts as abandoned.
+    pub delay_ms: Time,
+    /// A gap of at least this much between two activity events starts a new session.
+    pub session_gap_ms: Time,
+    /// At most this many best sellers in `items`.
+    pub top_n: usize,
+    /// Best sellers are counted over orders placed in `[T - sales_window_ms, T]`.
+    pub sales_window_ms: Time,
+}
+
+/// `wishlist_reminder` parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WishlistReminder {
+    /// Time after each `wishlist_add` at which the reminder is due.
+    pub delay_ms: Time,
+}
+
+/// `complementary` parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Complementary {
+    /// Time after `order_delivered` at which the recommendation is due.
+    pub delay_ms: Time,
+    /// Co-purchases are counted over orders placed in `[T - window_ms, T]`.
+    pub window_ms: Time,
+    /// At most this many recommended products.
+    pub top_n: usize,
+}
+
+/// `new_in_category` parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewInCategory {
+    /// Users who viewed the category in `[t - window_ms, t]` (and ordered nothing then) hear of the new product.
+    pub window_ms: Time,
+}
+
+/// `reactivation` parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reactivation {
+    /// One stage per entry: fires this long after the user's latest activity.
+    pub after_ms: Vec<Time>,
+}
+
+/// `review_request` parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReviewRequest {
+    /// Time after `order_delivered` at which the first request is due.
+    pub delay_ms: Time,
+    /// Time after `order_delivered` at which the reminder is due; `None`: no reminder.
+    pub reminder_ms: Option<Time>,
+}
+
+/// `cancelled_alternative` parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CancelledAlternative {
+    /// At most this many alternatives per cancelled item.
+    pub max_items: usize,
+}
+
 /// A trigger kind with its parameters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Kind {
@@ -73,6 +143,14 @@ pub enum Kind {
     AbandonedBrowse(AbandonedBrowse),
     PriceDrop(PriceDrop),
     BackInStock(BackInStock),
+    AbandonedSearch(AbandonedSearch),
+    AbandonedCategory(AbandonedCategory),
+    WishlistReminder(WishlistReminder),
+    Complementary(Complementary),
+    NewInCategory(NewInCategory),
+    Reactivation(Reactivation),
+    ReviewRequest(ReviewRequest),
+    CancelledAlternative(CancelledAlternative),
 }
 
 impl Kind {
@@ -83,6 +161,14 @@ impl Kind {
             Kind::AbandonedBrowse(_) => "abandoned_browse",
             Kind::PriceDrop(_) => "price_drop",
             Kind::BackInStock(_) => "back_in_stock",
+            Kind::AbandonedSearch(_) => "abandoned_search",
+            Kind::AbandonedCategory(_) => "abandoned_category",
+            Kind::WishlistReminder(_) => "wishlist_reminder",
+            Kind::Complementary(_) => "complementary",
+            Kind::NewInCategory(_) => "new_in_category",
+            Kind::Reactivation(_) => "reactivation",
+            Kind::ReviewRequest(_) => "review_request",
+            Kind::CancelledAlternative(_) => "cancelled_alternative",
         }
     }
 
@@ -101,6 +187,35 @@ impl Kind {
                 audiences: vec![Audience::Cart, Audience::Wishlist, Audience::Viewed],
             }),
             Kind::BackInStock(BackInStock {}),
+            Kind::AbandonedSearch(AbandonedSearch {
+                delay_ms: HOUR_MS,
+                session_gap_ms: 30 * MINUTE_MS,
+            }),
+            Kind::AbandonedCategory(AbandonedCategory {
+                delay_ms: HOUR_MS,
+                session_gap_ms: 30 * MINUTE_MS,
+                top_n: 3,
+                sales_window_ms: 7 * DAY_MS,
+            }),
+            Kind::WishlistReminder(WishlistReminder {
+                delay_ms: 24 * HOUR_MS,
+            }),
+            Kind::Complementary(Complementary {
+                delay_ms: 24 * HOUR_MS,
+                window_ms: 90 * DAY_MS,
+                top_n: 1,
+            }),
+            Kind::NewInCategory(NewInCategory {
+                window_ms: 24 * HOUR_MS,
+            }),
+            Kind::Reactivation(Reactivation {
+                after_ms: vec![30 * DAY_MS, 60 * DAY_MS, 90 * DAY_MS],
+            }),
+            Kind::ReviewRequest(ReviewRequest {
+                delay_ms: 3 * DAY_MS,
+                reminder_ms: Some(7 * DAY_MS),
+            }),
+            Kind::CancelledAlternative(CancelledAlternative { max_items: 3 }),
         ]
     }
 
@@ -110,6 +225,42 @@ impl Kind {
     }
 }
 
+/// Audience filters of a campaign, evaluated in the dataflow at the
+/// trigger's firing time `τ`, on the state known at `τ`. Unset filters pass.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Filters {
+    /// Only users with activity (any tracking event but identify, consent,
+    /// forget) in `[τ - active_within_ms, τ]`.
+    pub active_within_ms: Option<Time>,
+    /// Only users without an `order_placed` in `[τ - no_order_within_ms, τ]`.
+    pub no_order_within_ms: Option<Time>,
+    /// `abandoned_cart` only: the items' total (quantity x price, items
+    /// without a known price count 0) is at least this.
+    pub min_cart_value: Option<f64>,
+    /// Only users whose language at `τ` is one of these (users without a
+    /// known language are left out).
+    pub languages: Option<Vec<String>>,
+}
+
+impl Filters {
+    /// Whether any filter needs the user's activity times.
+    pub fn needs_activity(&self) -> bool {
+        self.active_within_ms.is_some()
+    }
+}
+
+/// Pass-through metadata for the delivery side, copied into every record
+/// of the campaign when set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Delivery priority (higher wins when the courier must choose).
+    pub priority: Option<i64>,
+    /// Channels the delivery side may use, in preference order.
+    pub channels: Option<Vec<String>>,
+    /// Template name for the delivery side.
+    pub template: Option<String>,
+}
+
 /// One configured campaign.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Campaign {
@@ -117,18 +268,31 @@ pub struct Campaign {
     pub name: String,
     /// What fires it.
     pub kind: Kind,
+    /// Who may receive it.
+    #[serde(default)]
+    pub filters: Filters,
+    /// What the delivery side gets along with each record.
+    #[serde(default)]
+    pub meta: Meta,
 }
 
 impl Campaign {
+    /// A campaign of `kind` called `name`, without filters or metadata.
+    pub fn new(name: impl Into<String>, kind: Kind) -> Self {
+        Campaign {
+            name: name.into(),
+            kind,
+            filters: Filters::default(),
+            meta: Meta::default(),
+        }
+    }
+
     /// Every kind as one campaign named after the kind, with default parameters
     /// (what the job runs without `--config`).
     pub fn all_defaults() -> Vec<Campaign> {
         Kind::defaults()
             .into_iter()
-            .map(|kind| Campaign {
-                name: kind.name().to_string(),
-                kind,
-            })
+            .map(|kind| Campaign::new(kind.name(), kind))
             .collect()
     }
 }

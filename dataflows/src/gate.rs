@@ -2,7 +2,9 @@
 //! out at the firing time and attaches the user's language and timezone as
 //! known at that time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+use crate::campaign::Filters;
 
 use crate::model::{Channel, Time};
 use crate::operators::{evaluate_with_facts, Candidate, Clock, Coll, Ready};
@@ -25,30 +27,73 @@ fn opted_out<'a>(facts: impl Iterator<Item = (&'a At, &'a UserFact)>) -> bool {
                 };
                 state[i] = Some(*granted);
             }
-            UserFact::Context { .. } => {}
+            UserFact::Context { .. } | UserFact::Active | UserFact::Ordered => {}
         }
     }
     state.iter().all(|s| *s == Some(false))
 }
 
+/// Whether `cand` passes its campaign's `filters` at `τ`, on the user's
+/// facts known then and their `language` at `τ`.
+fn passes<'a>(
+    filters: &Filters,
+    tau: Time,
+    cand: &Candidate,
+    language: Option<&String>,
+    mut facts: impl Iterator<Item = (&'a At, &'a UserFact)> + Clone,
+) -> bool {
+    let within = |n: Time, at: &At| at.ts() <= tau && at.ts().saturating_add(n) >= tau;
+    if let Some(langs) = &filters.languages {
+        if !language.is_some_and(|l| langs.contains(l)) {
+            return false;
+        }
+    }
+    if let Some(n) = filters.active_within_ms {
+        if !facts
+            .clone()
+            .any(|(at, f)| *f == UserFact::Active && within(n, at))
+        {
+            return false;
+        }
+    }
+    if let Some(n) = filters.no_order_within_ms {
+        if facts.any(|(at, f)| *f == UserFact::Ordered && within(n, at)) {
+            return false;
+        }
+    }
+    if let Some(min) = filters.min_cart_value {
+        let value: f64 = cand
+            .items
+            .iter()
+            .map(|i| i.quantity.unwrap_or(1) as f64 * i.price.map_or(0.0, |p| p.0))
+            .sum();
+        if value < min {
+            return false;
+        }
+    }
+    true
+}
+
 /// Candidates that may fire, with the user's language and timezone at `τ`:
 /// each candidate insertion is evaluated once against the user's facts known
-/// at its `τ` (the emitter ignores repeats of an id).
+/// at its `τ` (the emitter ignores repeats of an id): opt-out, then the
+/// campaign's filters (by campaign name).
 pub fn gate<'s>(
     candidates: Coll<'s, (User, (Time, Candidate))>,
     facts: Coll<'s, (User, (At, UserFact))>,
     clock: Clock,
+    filters: HashMap<String, Filters>,
 ) -> Coll<'s, Ready> {
     evaluate_with_facts(
         candidates,
         facts,
         clock,
-        "Gate: opt-out, language, timezone",
+        "Gate: opt-out, filters, language, timezone",
         false,
-        |user: &User,
-         (tau, cand): &(Time, Candidate),
-         facts: &BTreeMap<(At, UserFact), isize>,
-         out: &mut Vec<Ready>| {
+        move |user: &User,
+              (tau, cand): &(Time, Candidate),
+              facts: &BTreeMap<(At, UserFact), isize>,
+              out: &mut Vec<Ready>| {
             let visible = || {
                 facts
                     .keys()
@@ -72,6 +117,11 @@ pub fn gate<'s>(
                     if t.is_some() {
                         timezone = t.clone();
                     }
+                }
+            }
+            if let Some(f) = filters.get(&cand.campaign) {
+                if !passes(f, *tau, cand, language.as_ref(), visible()) {
+                    return;
                 }
             }
             out.push((user.clone(), (*tau, cand.clone(), language, timezone)));

@@ -13,15 +13,21 @@
 //!   latest-value operator for prices and stock, and the once-per-id emitter.
 
 pub mod campaign;
+pub mod catalog;
 pub mod gate;
 pub mod kinds;
 pub mod model;
 pub mod operators;
 pub mod state;
 
+use std::collections::HashMap;
+
 use timely::dataflow::Stream;
 
 use campaign::{Campaign, Kind, Retention};
+use catalog::{ProductInput, Request, Windows};
+use kinds::reactivation::Stages;
+use kinds::session::{SessionCampaign, SessionRule};
 use model::{Input, Time, Trigger};
 use operators::{dedup_events, fire_once, product_changes, Clock, Coll, ProductMsg};
 
@@ -42,7 +48,7 @@ pub fn build<'s>(
     let events = state::retain_events(events, clock, retention);
     let resolved = state::resolve_users(events);
 
-    let product_msgs = records.flat_map(|r| match r {
+    let product_msgs = records.clone().flat_map(|r| match r {
         Input::Price(p) => Some(ProductMsg::Price(p)),
         Input::Stock(s) => Some(ProductMsg::Stock(s)),
         _ => None,
@@ -62,15 +68,52 @@ pub fn build<'s>(
     let cart_ops = state::cart_ops(resolved.clone());
     let activity = state::activity(resolved.clone());
     let lists_by_product = state::lists_by_product(resolved.clone());
+    let order_facts = state::order_facts(resolved.clone());
+    let scope = resolved.scope();
 
-    let mut candidates = Vec::new();
+    // Kinds that need the product side, and kinds that share one operator.
+    let mut firings = Vec::new();
+    let mut requests: Vec<Coll<'s, Request>> = Vec::new();
+    let mut sessions: Vec<SessionCampaign> = Vec::new();
+    let mut stages = Stages::default();
+    let mut windows = Windows::default();
+    let mut new_products = None;
     for c in campaigns {
         let name = c.name.as_str();
-        let found = match &c.kind {
-            Kind::AbandonedCart(p) => {
-                kinds::abandoned_cart(name, p, clock, cart_ops.clone(), prices.clone())
+        match &c.kind {
+            Kind::AbandonedCart(p) => firings.push(kinds::abandoned_cart(
+                name,
+                p,
+                clock,
+                cart_ops.clone(),
+                prices.clone(),
+            )),
+            Kind::AbandonedBrowse(p) => sessions.push(SessionCampaign {
+                name: c.name.clone(),
+                delay_ms: p.delay_ms,
+                session_gap_ms: p.session_gap_ms,
+                rule: SessionRule::Browse {
+                    max_items: p.max_items,
+                },
+            }),
+            Kind::AbandonedSearch(p) => sessions.push(SessionCampaign {
+                name: c.name.clone(),
+                delay_ms: p.delay_ms,
+                session_gap_ms: p.session_gap_ms,
+                rule: SessionRule::Search,
+            }),
+            Kind::AbandonedCategory(p) => {
+                windows.sales_ms.push(p.sales_window_ms);
+                sessions.push(SessionCampaign {
+                    name: c.name.clone(),
+                    delay_ms: p.delay_ms,
+                    session_gap_ms: p.session_gap_ms,
+                    rule: SessionRule::Category {
+                        top_n: p.top_n,
+                        sales_window_ms: p.sales_window_ms,
+                    },
+                })
             }
-            Kind::AbandonedBrowse(p) => kinds::abandoned_browse(name, p, clock, activity.clone()),
             Kind::PriceDrop(p) => {
                 let views = state::views_by_product(
                     resolved.clone(),
@@ -78,26 +121,108 @@ pub fn build<'s>(
                     p.view_window_ms,
                     &format!("{name}: views in window"),
                 );
-                kinds::price_drop(
+                firings.push(kinds::price_drop(
                     name,
                     p,
                     clock,
                     changes.clone(),
                     lists_by_product.clone(),
                     views,
-                )
+                ))
             }
-            Kind::BackInStock(_) => {
-                kinds::back_in_stock(name, clock, changes.clone(), lists_by_product.clone())
+            Kind::BackInStock(_) => firings.push(kinds::back_in_stock(
+                name,
+                clock,
+                changes.clone(),
+                lists_by_product.clone(),
+            )),
+            Kind::WishlistReminder(p) => requests.push(kinds::wishlist_reminder(
+                name,
+                p,
+                clock,
+                state::wishlist_ops(resolved.clone()),
+            )),
+            Kind::Complementary(p) => {
+                windows.pairs_ms.push(p.window_ms);
+                requests.push(kinds::complementary(name, p, clock, order_facts.clone()))
             }
-        };
-        candidates.push(found);
+            Kind::ReviewRequest(p) => {
+                requests.push(kinds::review_request(name, p, clock, order_facts.clone()))
+            }
+            Kind::CancelledAlternative(p) => requests.push(kinds::cancelled_alternative(
+                name,
+                p,
+                clock,
+                order_facts.clone(),
+            )),
+            Kind::NewInCategory(p) => {
+                let listed = new_products
+                    .get_or_insert_with(|| {
+                        catalog::new_products(records.clone().flat_map(|r| match r {
+                            Input::Catalog(c) => Some(c),
+                            _ => None,
+                        }))
+                    })
+                    .clone();
+                requests.push(kinds::new_in_category(
+                    name,
+                    p,
+                    clock,
+                    listed,
+                    state::category_views(resolved.clone()),
+                ))
+            }
+            Kind::Reactivation(p) => stages.add(name, &p.after_ms),
+        }
     }
-    let candidates = differential_dataflow::collection::concatenate(resolved.scope(), candidates);
+    if !sessions.is_empty() {
+        requests.push(kinds::session_kinds(sessions, clock, activity));
+    }
+    if !stages.stages.is_empty() {
+        requests.push(kinds::reactivation(
+            stages,
+            clock,
+            retention.activity_ms,
+            state::visits(resolved.clone()),
+        ));
+    }
+    for f in firings {
+        requests.push(f.map(|(u, (tau, c))| (u, (tau, c, catalog::Lookup::Enrich))));
+    }
+
+    // The product side: catalog, prices, stock and, when a window needs
+    // them, orders.
+    let mut product_facts = records.flat_map(|r| match r {
+        Input::Price(p) => Some(ProductInput::Price(p)),
+        Input::Stock(s) => Some(ProductInput::Stock(s)),
+        Input::Catalog(c) => Some(ProductInput::Catalog(c)),
+        Input::Tracking(_) => None,
+    });
+    if !(windows.sales_ms.is_empty() && windows.pairs_ms.is_empty()) {
+        product_facts =
+            product_facts.concat(state::baskets(resolved.clone()).map(ProductInput::Order));
+    }
+    let requests = differential_dataflow::collection::concatenate(scope, requests);
+    let candidates = catalog::resolve(product_facts, requests, windows);
+
+    // Filters, with new_in_category's own "no order in the window".
+    let mut filters = HashMap::new();
+    let mut meta = HashMap::new();
+    for c in campaigns {
+        let mut f = c.filters.clone();
+        if let Kind::NewInCategory(p) = &c.kind {
+            f.no_order_within_ms = Some(f.no_order_within_ms.unwrap_or(0).max(p.window_ms));
+        }
+        filters.insert(c.name.clone(), f);
+        meta.insert(c.name.clone(), c.meta.clone());
+    }
+    let orders_ms = filters.values().filter_map(|f| f.no_order_within_ms).max();
+    let activity_ms = filters.values().filter_map(|f| f.active_within_ms).max();
     let ready = gate::gate(
         candidates,
-        operators::context_changes(state::user_facts(resolved)),
+        operators::context_changes(state::user_facts(resolved, clock, orders_ms, activity_ms)),
         clock,
+        filters,
     );
-    fire_once(ready, retention.fired_ms)
+    fire_once(ready, retention.fired_ms, meta)
 }

@@ -338,4 +338,13 @@ pub struct Trigger {
     pub audience: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reminder: Option<bool>,
+    /// The campaign's pass-through `priority`, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    /// The campaign's pass-through `channels`, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
+    /// The campaign's pass-through `template`, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
 }

@@ -467,7 +467,12 @@ pub type Ready = (String, (Time, Candidate, Option<String>, Option<String>));
 /// Emits a trigger record the first time each `trigger_id` appears in
 /// `ready`, with `ts = τ`, once the frontier has passed its bucket. Ids are
 /// remembered for `remember_ms` after firing, which bounds memory.
-pub fn fire_once<'s>(ready: Coll<'s, Ready>, remember_ms: Time) -> Stream<'s, Time, Vec<Trigger>> {
+/// Each record carries its campaign's pass-through metadata from `meta`.
+pub fn fire_once<'s>(
+    ready: Coll<'s, Ready>,
+    remember_ms: Time,
+    meta: HashMap<String, crate::campaign::Meta>,
+) -> Stream<'s, Time, Vec<Trigger>> {
     ready.inner.unary_frontier(
         Exchange::new(|u: &(Ready, Time, isize)| (u.0).1 .1.trigger_id.hashed()),
         "FireOnce",
@@ -494,7 +499,11 @@ pub fn fire_once<'s>(ready: Coll<'s, Ready>, remember_ms: Time) -> Stream<'s, Ti
                             cand.trigger_id.clone(),
                             t.max(tau).saturating_add(remember_ms),
                         );
+                        let m = meta.get(&cand.campaign);
                         session.give(Trigger {
+                            priority: m.and_then(|m| m.priority),
+                            channels: m.and_then(|m| m.channels.clone()),
+                            template: m.and_then(|m| m.template.clone()),
                             trigger_id: cand.trigger_id,
                             campaign: cand.campaign,
                             kind: cand.kind,

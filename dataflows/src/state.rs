@@ -301,10 +301,46 @@ pub enum UserFact {
         language: Option<String>,
         timezone: Option<String>,
     },
+    /// An activity event (kept only when a campaign filters on activity).
+    Active,
+    /// An `order_placed` (kept only when a campaign filters on orders).
+    Ordered,
 }
 
-/// Consents, forgets and context per user.
-pub fn user_facts<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, (At, UserFact))> {
+/// Consents, forgets and context per user; with `orders_ms` /
+/// `activity_ms`, also each `order_placed` / activity event, kept that long
+/// after its `ts` (for the campaign filters).
+pub fn user_facts<'s>(
+    resolved: Coll<'s, (User, Event)>,
+    clock: Clock,
+    orders_ms: Option<Time>,
+    activity_ms: Option<Time>,
+) -> Coll<'s, (User, (At, UserFact))> {
+    let mut facts = base_user_facts(resolved.clone());
+    if orders_ms.is_some() || activity_ms.is_some() {
+        let marks = resolved.flat_map(move |(u, e)| {
+            let mut out = Vec::new();
+            if orders_ms.is_some() && matches!(e.body, Body::OrderPlaced { .. }) {
+                out.push((u.clone(), (At::of(&e), UserFact::Ordered)));
+            }
+            if activity_ms.is_some() && e.body.is_activity() {
+                out.push((u, (At::of(&e), UserFact::Active)));
+            }
+            out
+        });
+        let marks = with_expiry(marks, clock, "Filter facts", move |(_, (at, f))| {
+            let keep = match f {
+                UserFact::Ordered => orders_ms,
+                _ => activity_ms,
+            };
+            Some(at.ts().saturating_add(keep.unwrap_or(0)))
+        });
+        facts = facts.concat(marks);
+    }
+    facts
+}
+
+fn base_user_facts<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, (At, UserFact))> {
     resolved.flat_map(|(u, e)| {
         let fact = match &e.body {
             Body::Consent { channel, granted } => UserFact::Consent {
@@ -320,6 +356,220 @@ pub fn user_facts<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, (At,
         };
         Some((u, (At::of(&e), fact)))
     })
+}
+
+/// Wishlist operations per user: `wishlist_add`, `wishlist_remove`, `order_placed`.
+pub fn wishlist_ops<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, AtOp)> {
+    resolved.flat_map(|(u, e)| {
+        let op = match &e.body {
+            Body::WishlistAdd { product_id } => ListOp::Add {
+                product: product_id.clone(),
+                quantity: 1,
+            },
+            Body::WishlistRemove { product_id } => ListOp::Remove {
+                product: product_id.clone(),
+            },
+            _ => ListOp::Order {
+                products: order_products(&e)?,
+            },
+        };
+        Some((u, (At::of(&e), op)))
+    })
+}
+
+/// What the order-based kinds read about a user's orders.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum OrderFact {
+    Placed {
+        order_id: String,
+        items: Vec<crate::model::OrderItem>,
+    },
+    Delivered {
+        order_id: String,
+    },
+    Cancelled {
+        order_id: String,
+        reason: Option<String>,
+    },
+    Review {
+        order_id: String,
+    },
+}
+
+impl OrderFact {
+    /// The order the fact is about.
+    pub fn order_id(&self) -> &str {
+        match self {
+            OrderFact::Placed { order_id, .. }
+            | OrderFact::Delivered { order_id }
+            | OrderFact::Cancelled { order_id, .. }
+            | OrderFact::Review { order_id } => order_id,
+        }
+    }
+}
+
+/// Orders, deliveries, cancellations and reviews (with an `order_id`) per user.
+pub fn order_facts<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, (At, OrderFact))> {
+    resolved.flat_map(|(u, e)| {
+        let fact = match &e.body {
+            Body::OrderPlaced {
+                order_id, items, ..
+            } => OrderFact::Placed {
+                order_id: order_id.clone(),
+                items: items.clone(),
+            },
+            Body::OrderDelivered { order_id } => OrderFact::Delivered {
+                order_id: order_id.clone(),
+            },
+            Body::OrderCancelled { order_id, reason } => OrderFact::Cancelled {
+                order_id: order_id.clone(),
+                reason: reason.clone(),
+            },
+            Body::ReviewSubmitted {
+                order_id: Some(order_id),
+                ..
+            } => OrderFact::Review {
+                order_id: order_id.clone(),
+            },
+            _ => return None,
+        };
+        Some((u, (At::of(&e), fact)))
+    })
+}
+
+/// One placed order as the catalog side counts it: units per product.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Basket {
+    pub order_id: String,
+    /// The order's `ts`.
+    pub ts: Time,
+    /// When it became known.
+    pub known: Time,
+    /// Distinct products with their total units, sorted by product.
+    pub lines: Vec<(Product, u64)>,
+}
+
+/// Every placed order of a known user, as a basket.
+pub fn baskets<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, Basket> {
+    resolved.flat_map(|(_u, e)| match &e.body {
+        Body::OrderPlaced {
+            order_id, items, ..
+        } => {
+            let mut lines: std::collections::BTreeMap<Product, u64> = Default::default();
+            for i in items {
+                *lines.entry(i.product_id.clone()).or_default() += i.quantity;
+            }
+            Some(Basket {
+                order_id: order_id.clone(),
+                ts: e.ts,
+                known: e.known,
+                lines: lines.into_iter().collect(),
+            })
+        }
+        _ => None,
+    })
+}
+
+/// Category views keyed by category: a `category_view`, or a
+/// `product_view` carrying a `category_id`.
+pub fn category_views<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (String, (User, At))> {
+    resolved.flat_map(|(u, e)| {
+        let c = match &e.body {
+            Body::CategoryView { category_id } => category_id.clone(),
+            Body::ProductView {
+                category_id: Some(c),
+                ..
+            } => c.clone(),
+            _ => return None,
+        };
+        Some((c, (u, At::of(&e))))
+    })
+}
+
+/// A user's activity as reactivation reads it: the product, for views.
+pub fn visits<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, (At, Option<Product>))> {
+    resolved.flat_map(|(u, e)| {
+        if !e.body.is_activity() {
+            return None;
+        }
+        let product = match &e.body {
+            Body::ProductView { product_id, .. } => Some(product_id.clone()),
+            _ => None,
+        };
+        Some((u, (At::of(&e), product)))
+    })
+}
+
+/// What a timer evaluation decided at one candidate time.
+pub enum Step<O> {
+    /// Fire with this output.
+    Fire(O),
+    /// The conditions do not hold now; try the next time the state changes.
+    Retry,
+    /// The conditions can no longer hold: give up on this timer.
+    Stop,
+}
+
+/// The bucket a timer kind's per-user reduce evaluates: that of the latest
+/// arrival among the user's facts and due timers, and whether a fact became
+/// known late in it (after its `ts`). Only firings in that bucket are
+/// output: earlier ones were output when their bucket was evaluated, and the
+/// emitter remembers them.
+#[derive(Clone, Copy, Debug)]
+pub struct Evaluated {
+    pub recent: Time,
+    pub late_now: bool,
+}
+
+impl Evaluated {
+    /// From the `(ts, known)` of the user's facts and the due times of their timers.
+    pub fn new(
+        clock: crate::operators::Clock,
+        known: &[(Time, Time)],
+        due: impl Iterator<Item = Time>,
+    ) -> Self {
+        let horizon = known
+            .iter()
+            .map(|k| k.1)
+            .chain(due)
+            .max()
+            .unwrap_or(0);
+        let recent = clock.at(horizon);
+        let late_now = known.iter().any(|&(ts, k)| k >= recent && k > ts);
+        Evaluated { recent, late_now }
+    }
+}
+
+/// The common loop of a timer kind's per-user reduce. `known` holds the
+/// `(ts, known)` of the user's facts; `due` the timers, each with its due
+/// time `T` (ms). For each timer that may fire in the evaluated bucket,
+/// `eval(timer, τ)` is tried at `τ = T` and then at every later known time,
+/// until it fires or stops; firings at `τ` in that bucket are pushed as
+/// `(τ, output)`.
+pub fn timer_firings<X, O>(
+    ev: Evaluated,
+    known: &[(Time, Time)],
+    due: &[(Time, X)],
+    mut eval: impl FnMut(&X, Time) -> Step<O>,
+    out: &mut Vec<(Time, O)>,
+) {
+    for (end, x) in due {
+        if *end < ev.recent && !ev.late_now {
+            continue;
+        }
+        for tau in firing_times(*end, known.iter().map(|k| k.1)) {
+            match eval(x, tau) {
+                Step::Fire(o) => {
+                    if tau >= ev.recent {
+                        out.push((tau, o));
+                    }
+                    break;
+                }
+                Step::Retry => continue,
+                Step::Stop => break,
+            }
+        }
+    }
 }
 
 /// The times at which a timer due at `due` may fire: `due` itself and every

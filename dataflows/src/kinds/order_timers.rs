@@ -1,0 +1,226 @@
+//! `complementary` and `review_request`: timers after `order_delivered`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::campaign::{Complementary, ReviewRequest};
+use crate::catalog::{Lookup, Request};
+use crate::model::{Money, Time};
+use crate::operators::{shift_to, Candidate, Clock, Coll};
+use crate::state::{timer_firings, At, Evaluated, OrderFact, Product, Step, User};
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum OrderIn {
+    Fact(At, OrderFact),
+    /// Stage `stage`'s timer of the delivery of `order_id` at `ts`.
+    Due {
+        stage: u8,
+        ts: Time,
+        order_id: String,
+    },
+}
+
+/// The user's order facts and due timers, as a timer reduce sees them.
+struct Orders<'a> {
+    facts: Vec<(&'a At, &'a OrderFact)>,
+    known: Vec<(Time, Time)>,
+}
+
+impl<'a> Orders<'a> {
+    fn delivered(&self, order: &str, ts: Time, tau: Time) -> bool {
+        self.facts.iter().any(|(at, f)| {
+            at.known <= tau
+                && at.ts() == ts
+                && matches!(f, OrderFact::Delivered { order_id } if order_id == order)
+        })
+    }
+}
+
+/// Delivery timers: one per `order_delivered` and stage, due at `ts +
+/// delays[stage]`, as a per-user reduce input with the user's order facts.
+fn with_timers<'s>(
+    campaign: &str,
+    clock: Clock,
+    facts: Coll<'s, (User, (At, OrderFact))>,
+    delays: Vec<Time>,
+) -> Coll<'s, (User, OrderIn)> {
+    let stages = delays.clone();
+    let due = facts.clone().flat_map(move |(u, (at, f))| match f {
+        OrderFact::Delivered { order_id } => stages
+            .iter()
+            .enumerate()
+            .map(|(i, _)| {
+                (
+                    u.clone(),
+                    OrderIn::Due {
+                        stage: i as u8,
+                        ts: at.ts(),
+                        order_id: order_id.clone(),
+                    },
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    });
+    let timers = shift_to(
+        due,
+        clock,
+        &format!("{campaign}: delivery timers"),
+        move |(_, d)| match d {
+            OrderIn::Due { stage, ts, .. } => ts.saturating_add(delays[*stage as usize]),
+            OrderIn::Fact(..) => 0,
+        },
+    );
+    facts.map(|(u, (at, f))| (u, OrderIn::Fact(at, f))).concat(timers)
+}
+
+/// Splits a reduce input into facts and `(T, (stage, ts, order_id))` timers.
+fn split<'a>(
+    input: &'a [(&'a OrderIn, isize)],
+    delays: &[Time],
+) -> (Orders<'a>, Vec<(Time, (u8, Time, &'a str))>) {
+    let mut facts = Vec::new();
+    let mut due = Vec::new();
+    for (x, _) in input {
+        match x {
+            OrderIn::Fact(at, f) => facts.push((at, f)),
+            OrderIn::Due {
+                stage,
+                ts,
+                order_id,
+            } => due.push((
+                ts.saturating_add(delays[*stage as usize]),
+                (*stage, *ts, order_id.as_str()),
+            )),
+        }
+    }
+    let known = facts.iter().map(|(at, _)| (at.ts(), at.known)).collect();
+    (Orders { facts, known }, due)
+}
+
+/// For each `order_delivered(u, o)` at `t`: at `T = t + delay`, the first
+/// of the order's items (by descending price) that has a co-purchased
+/// product not in the order and not bought by `u` before gets the `top_n`
+/// most co-purchased such products (counted over orders placed in
+/// `[T - window, T]`, on the product side). No record if none, or while the
+/// order's `order_placed` is unknown. *id*: `(u, o)`.
+pub fn complementary<'s>(
+    campaign: &str,
+    params: &Complementary,
+    clock: Clock,
+    facts: Coll<'s, (User, (At, OrderFact))>,
+) -> Coll<'s, Request> {
+    let delays = vec![params.delay_ms];
+    let (top_n, window_ms) = (params.top_n, params.window_ms);
+    let name = campaign.to_string();
+    with_timers(campaign, clock, facts, delays.clone()).reduce_named(
+        &format!("{campaign}: complementary"),
+        move |user, input, output| {
+            let (orders, due) = split(input, &delays);
+            let ev = Evaluated::new(clock, &orders.known, due.iter().map(|d| d.0));
+            let mut found = Vec::new();
+            timer_firings(
+                ev,
+                &orders.known,
+                &due,
+                |&(_, t, o), tau| {
+                    if !orders.delivered(o, t, tau) {
+                        return Step::Retry;
+                    }
+                    let end = t.saturating_add(delays[0]);
+                    let placed = || {
+                        orders.facts.iter().filter_map(|(at, f)| match f {
+                            OrderFact::Placed { order_id, items } if at.known <= tau => {
+                                Some((at, order_id, items))
+                            }
+                            _ => None,
+                        })
+                    };
+                    let Some((_, _, items)) = placed().find(|(_, id, _)| id.as_str() == o) else {
+                        return Step::Retry;
+                    };
+                    let mut lines: Vec<(Product, Option<Money>)> = Vec::new();
+                    for i in items {
+                        if !lines.iter().any(|(p, _)| *p == i.product_id) {
+                            lines.push((i.product_id.clone(), i.price));
+                        }
+                    }
+                    let mut bought: Vec<Product> = placed()
+                        .filter(|(at, _, _)| at.ts() <= end)
+                        .flat_map(|(_, _, items)| items.iter().map(|i| i.product_id.clone()))
+                        .collect();
+                    bought.sort();
+                    bought.dedup();
+                    let c = Candidate {
+                        order_id: Some(o.to_string()),
+                        ..Candidate::new(&name, "complementary", &[user, o], Vec::new())
+                    };
+                    Step::Fire((
+                        c,
+                        Lookup::CoPurchase {
+                            items: lines,
+                            bought,
+                            top_n,
+                            window_ms,
+                        },
+                    ))
+                },
+                &mut found,
+            );
+            for (tau, (c, l)) in found {
+                output.push(((tau, c, l), 1));
+            }
+        },
+    )
+}
+
+/// For `order_delivered(u, o)` at `t`: fires at `t + delay` if `u` has no
+/// `review_submitted` for `o` with `ts <= T`; a second record (`reminder:
+/// true`) at `t + reminder` if still none. *id*: `(u, o, stage)`.
+pub fn review_request<'s>(
+    campaign: &str,
+    params: &ReviewRequest,
+    clock: Clock,
+    facts: Coll<'s, (User, (At, OrderFact))>,
+) -> Coll<'s, Request> {
+    let mut delays = vec![params.delay_ms];
+    delays.extend(params.reminder_ms);
+    let name = campaign.to_string();
+    with_timers(campaign, clock, facts, delays.clone()).reduce_named(
+        &format!("{campaign}: review request"),
+        move |user, input, output| {
+            let (orders, due) = split(input, &delays);
+            let ev = Evaluated::new(clock, &orders.known, due.iter().map(|d| d.0));
+            let mut found = Vec::new();
+            timer_firings(
+                ev,
+                &orders.known,
+                &due,
+                |&(stage, t, o), tau| {
+                    if !orders.delivered(o, t, tau) {
+                        return Step::Retry;
+                    }
+                    let end = t.saturating_add(delays[stage as usize]);
+                    let reviewed = orders.facts.iter().any(|(at, f)| {
+                        at.known <= tau
+                            && at.ts() <= end
+                            && matches!(f, OrderFact::Review { order_id } if order_id == o)
+                    });
+                    if reviewed {
+                        return Step::Stop;
+                    }
+                    let stage_name = (stage + 1).to_string();
+                    let c = Candidate {
+                        order_id: Some(o.to_string()),
+                        reminder: (stage > 0).then_some(true),
+                        ..Candidate::new(&name, "review_request", &[user, o, &stage_name], Vec::new())
+                    };
+                    Step::Fire((c, Lookup::Enrich))
+                },
+                &mut found,
+            );
+            for (tau, (c, l)) in found {
+                output.push(((tau, c, l), 1));
+            }
+        },
+    )
+}
