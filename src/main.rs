@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use tripwire::config::Config;
+use tripwire::config::{campaign_json, describe, Config};
 use tripwire::{live, record, replay, telemetry};
 
 /// Tripwire: real-time behavioural triggers for e-commerce (abandoned cart,
@@ -83,10 +83,15 @@ enum Command {
         #[arg(long, default_value = "-")]
         output: PathBuf,
     },
-    /// Validate a configuration file and print the resolved campaigns.
+    /// Validate a configuration file and print the resolved campaigns, one
+    /// line each (name, kind, every parameter with its unit, filters,
+    /// metadata); exits non-zero naming the offending field.
     CheckConfig {
         /// The configuration file.
         file: PathBuf,
+        /// Print one JSON object per campaign and line instead.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -174,11 +179,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(records = n, "generated");
             Ok(())
         }
-        Command::CheckConfig { file } => {
+        Command::CheckConfig { file, json } => {
             let config =
                 Config::load(&file).with_context(|| format!("checking {}", file.display()))?;
             for c in &config.campaigns {
-                println!("{}", serde_json::to_string(c)?);
+                if json {
+                    println!("{}", campaign_json(c));
+                } else {
+                    println!("{}", describe(c));
+                }
             }
             Ok(())
         }

@@ -307,6 +307,9 @@ fn consent_and_forget() {
 
 // ---------------------------------------------------------------- duplicates, bad records
 
+/// The default configuration (every kind): of the further kinds none
+/// fires here either (no search, category, wishlist or order; reactivation
+/// is due 30 d after the close), so the one cart record is all.
 #[test]
 fn duplicates_and_bad_records() {
     let s = replay_all(&fixture("duplicates_bad.jsonl"), "", None);
@@ -418,10 +421,32 @@ fn expected(name: &str) -> Vec<Norm> {
     v
 }
 
+/// The kinds the conformance files cover (`run.sh` compares only these).
+const CORE_KINDS: [&str; 4] = [
+    "abandoned_cart",
+    "abandoned_browse",
+    "price_drop",
+    "back_in_stock",
+];
+
+/// The records of the core kinds. The conformance replays run the default
+/// configuration (every kind), whose further kinds the expected files do
+/// not cover; `tests/replay_more.rs` checks those.
+fn core(triggers: &[Trigger]) -> Vec<Trigger> {
+    triggers
+        .iter()
+        .filter(|t| CORE_KINDS.contains(&t.kind.as_str()))
+        .cloned()
+        .collect()
+}
+
 #[test]
 fn conformance_edge_cases() {
     let s = replay_all(&conformance("edge-cases.jsonl"), "", None);
-    assert_eq!(norm_all(&s.triggers), expected("edge-cases.expected.jsonl"));
+    assert_eq!(
+        norm_all(&core(&s.triggers)),
+        expected("edge-cases.expected.jsonl")
+    );
     assert_eq!(s.bad_records, 3);
 }
 
@@ -435,7 +460,7 @@ fn conformance_gen_small() {
         serialise(&two.triggers),
         "1 vs 2 workers"
     );
-    let actual = norm_all(&one.triggers);
+    let actual = norm_all(&core(&one.triggers));
     let mut dedup = actual.clone();
     dedup.dedup();
     assert_eq!(dedup.len(), actual.len(), "duplicated normalised records");

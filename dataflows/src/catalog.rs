@@ -263,11 +263,10 @@ impl Products {
 
     /// Not known to be out of stock (unknown stock counts as in stock).
     fn in_stock(&self, p: &str) -> bool {
-        !self
-            .by_id
+        self.by_id
             .get(p)
             .and_then(|s| s.stock)
-            .is_some_and(|(_, q)| q == 0)
+            .is_none_or(|(_, q)| q != 0)
     }
 
     fn deleted(&self, p: &str) -> bool {
@@ -302,7 +301,6 @@ impl Products {
             }
         }
     }
-
 }
 
 /// The window of `window_ms`, moved to `now`.
@@ -313,7 +311,6 @@ fn window(windows: &mut [OrderWindow], window_ms: Time, now: Time) -> Option<&mu
 }
 
 impl Products {
-
     /// Resolves a request at `τ`: the completed candidate, or `None` when
     /// it must not fire.
     fn resolve(&mut self, tau: Time, mut cand: Candidate, lookup: Lookup) -> Option<Candidate> {
@@ -420,7 +417,8 @@ impl Products {
                         .iter()
                         .filter(|q| *q != p)
                         .filter(|q| {
-                            self.entry(q).is_some_and(|e| e.seller_id != seller && !e.deleted)
+                            self.entry(q)
+                                .is_some_and(|e| e.seller_id != seller && !e.deleted)
                                 && self.in_stock(q)
                         })
                         .map(|q| (self.price(q), q))
@@ -482,10 +480,7 @@ pub fn resolve<'s>(
                         for ((u, (tau, c, l)), t, r) in data.drain(..) {
                             if r > 0 {
                                 let t = t.max(least);
-                                pending_requests
-                                    .entry(t)
-                                    .or_default()
-                                    .push((u, tau, c, l));
+                                pending_requests.entry(t).or_default().push((u, tau, c, l));
                                 if held.as_ref().is_none_or(|h| *h.time() > t) {
                                     held = Some(cap.delayed(&t, 0));
                                 }
@@ -502,8 +497,7 @@ pub fn resolve<'s>(
                     let done = |t: Time| f.is_none_or(|f| t < f);
                     loop {
                         let next_fact = pending_facts.keys().next().copied().filter(|&t| done(t));
-                        let next_req =
-                            pending_requests.keys().next().copied().filter(|&t| done(t));
+                        let next_req = pending_requests.keys().next().copied().filter(|&t| done(t));
                         let t = match (next_fact, next_req) {
                             (None, None) => break,
                             (Some(a), Some(b)) => a.min(b),

@@ -528,12 +528,7 @@ impl Evaluated {
         known: &[(Time, Time)],
         due: impl Iterator<Item = Time>,
     ) -> Self {
-        let horizon = known
-            .iter()
-            .map(|k| k.1)
-            .chain(due)
-            .max()
-            .unwrap_or(0);
+        let horizon = known.iter().map(|k| k.1).chain(due).max().unwrap_or(0);
         let recent = clock.at(horizon);
         let late_now = known.iter().any(|&(ts, k)| k >= recent && k > ts);
         Evaluated { recent, late_now }

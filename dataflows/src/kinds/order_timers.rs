@@ -70,14 +70,19 @@ fn with_timers<'s>(
             OrderIn::Fact(..) => 0,
         },
     );
-    facts.map(|(u, (at, f))| (u, OrderIn::Fact(at, f))).concat(timers)
+    facts
+        .map(|(u, (at, f))| (u, OrderIn::Fact(at, f)))
+        .concat(timers)
 }
 
-/// Splits a reduce input into facts and `(T, (stage, ts, order_id))` timers.
+/// A due timer: `(T, (stage, delivery ts, order_id))`.
+type DueTimer<'a> = (Time, (u8, Time, &'a str));
+
+/// Splits a reduce input into facts and due timers.
 fn split<'a>(
     input: &'a [(&'a OrderIn, isize)],
     delays: &[Time],
-) -> (Orders<'a>, Vec<(Time, (u8, Time, &'a str))>) {
+) -> (Orders<'a>, Vec<DueTimer<'a>>) {
     let mut facts = Vec::new();
     let mut due = Vec::new();
     for (x, _) in input {
@@ -212,7 +217,12 @@ pub fn review_request<'s>(
                     let c = Candidate {
                         order_id: Some(o.to_string()),
                         reminder: (stage > 0).then_some(true),
-                        ..Candidate::new(&name, "review_request", &[user, o, &stage_name], Vec::new())
+                        ..Candidate::new(
+                            &name,
+                            "review_request",
+                            &[user, o, &stage_name],
+                            Vec::new(),
+                        )
                     };
                     Step::Fire((c, Lookup::Enrich))
                 },

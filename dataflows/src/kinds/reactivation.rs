@@ -102,39 +102,40 @@ pub fn reactivation<'s>(
                         let mut facts = facts.into_iter().peekable();
                         let mut found: Vec<Request> = Vec::new();
                         let mut later: Vec<(Time, User)> = Vec::new();
-                        let apply = |(u, (at, product)): Visit,
-                                         users: &mut HashMap<User, Visitor>,
-                                         later: &mut Vec<(Time, User)>| {
-                            let first_due = at.ts().saturating_add(stages[0].0).max(at.known);
-                            match users.get_mut(&u) {
-                                None => {
-                                    let view = product.map(|p| (at.seq.clone(), p));
-                                    later.push((first_due, u.clone()));
-                                    users.insert(
-                                        u,
-                                        Visitor {
-                                            next: (first_due, at.ts(), 0),
-                                            latest: at,
-                                            view,
-                                        },
-                                    );
-                                }
-                                Some(v) => {
-                                    if let Some(p) = product {
-                                        if v.view.as_ref().is_none_or(|(s, _)| at.seq > *s) {
-                                            v.view = Some((at.seq.clone(), p));
+                        let apply =
+                            |(u, (at, product)): Visit,
+                             users: &mut HashMap<User, Visitor>,
+                             later: &mut Vec<(Time, User)>| {
+                                let first_due = at.ts().saturating_add(stages[0].0).max(at.known);
+                                match users.get_mut(&u) {
+                                    None => {
+                                        let view = product.map(|p| (at.seq.clone(), p));
+                                        later.push((first_due, u.clone()));
+                                        users.insert(
+                                            u,
+                                            Visitor {
+                                                next: (first_due, at.ts(), 0),
+                                                latest: at,
+                                                view,
+                                            },
+                                        );
+                                    }
+                                    Some(v) => {
+                                        if let Some(p) = product {
+                                            if v.view.as_ref().is_none_or(|(s, _)| at.seq > *s) {
+                                                v.view = Some((at.seq.clone(), p));
+                                            }
+                                        }
+                                        if at.seq > v.latest.seq {
+                                            if first_due < v.next.0 {
+                                                v.next = (first_due, at.ts(), 0);
+                                                later.push((first_due, u));
+                                            }
+                                            v.latest = at;
                                         }
                                     }
-                                    if at.seq > v.latest.seq {
-                                        if first_due < v.next.0 {
-                                            v.next = (first_due, at.ts(), 0);
-                                            later.push((first_due, u));
-                                        }
-                                        v.latest = at;
-                                    }
                                 }
-                            }
-                        };
+                            };
                         for (when, u) in due {
                             while let Some(fact) = facts.next_if(|x| x.1 .0.known <= when) {
                                 apply(fact, &mut users, &mut later);
@@ -180,7 +181,10 @@ pub fn reactivation<'s>(
                         for fact in facts {
                             apply(fact, &mut users, &mut later);
                         }
-                        let cap = held.as_ref().expect("held capability covers work").delayed(&t);
+                        let cap = held
+                            .as_ref()
+                            .expect("held capability covers work")
+                            .delayed(&t);
                         if !found.is_empty() {
                             let mut session = output.session(&cap);
                             for x in found {

@@ -43,13 +43,21 @@ impl SessionCampaign {
 
     /// The campaign's condition on the last session (in application
     /// order), for the user's latest activity at `last`.
-    fn evaluate(&self, user: &str, last: Time, session: &[&(&At, &ActKind)]) -> Option<(Candidate, Lookup)> {
+    fn evaluate(
+        &self,
+        user: &str,
+        last: Time,
+        session: &[&(&At, &ActKind)],
+    ) -> Option<(Candidate, Lookup)> {
         let id = [user, &last.to_string()];
         let kinds: Vec<&ActKind> = session.iter().map(|(_, k)| *k).collect();
         match &self.rule {
             SessionRule::Browse { max_items } => {
                 let items = super::abandoned_browse::items(&kinds, *max_items)?;
-                Some((Candidate::new(&self.name, self.kind(), &id, items), Lookup::Enrich))
+                Some((
+                    Candidate::new(&self.name, self.kind(), &id, items),
+                    Lookup::Enrich,
+                ))
             }
             SessionRule::Search => {
                 let query = super::abandoned_search::query(&kinds)?;
@@ -85,7 +93,10 @@ impl SessionCampaign {
 enum SessionIn {
     Act(At, ActKind),
     /// The timer, `delay` after the activity at `ts`.
-    Due { delay: Time, ts: Time },
+    Due {
+        delay: Time,
+        ts: Time,
+    },
 }
 
 /// Fires every session campaign: at the first time `τ >= L + delay` at
@@ -117,58 +128,57 @@ pub fn session_kinds<'s>(
         );
         input = input.concat(timers);
     }
-    input
-        .reduce_named("Session kinds", move |user, input, output| {
-            // Sorted: activity in application order, then timers.
-            let mut acts: Vec<(&At, &ActKind)> = Vec::with_capacity(input.len());
-            let mut due: Vec<(Time, Time)> = Vec::new();
-            for (x, _) in input {
-                match x {
-                    SessionIn::Act(at, kind) => acts.push((at, kind)),
-                    SessionIn::Due { delay, ts } => due.push((*delay, *ts)),
-                }
+    input.reduce_named("Session kinds", move |user, input, output| {
+        // Sorted: activity in application order, then timers.
+        let mut acts: Vec<(&At, &ActKind)> = Vec::with_capacity(input.len());
+        let mut due: Vec<(Time, Time)> = Vec::new();
+        for (x, _) in input {
+            match x {
+                SessionIn::Act(at, kind) => acts.push((at, kind)),
+                SessionIn::Due { delay, ts } => due.push((*delay, *ts)),
             }
-            let known: Vec<(Time, Time)> = acts.iter().map(|(at, _)| (at.ts(), at.known)).collect();
-            let ev = Evaluated::new(
-                clock,
+        }
+        let known: Vec<(Time, Time)> = acts.iter().map(|(at, _)| (at.ts(), at.known)).collect();
+        let ev = Evaluated::new(
+            clock,
+            &known,
+            due.iter().map(|(d, ts)| ts.saturating_add(*d)),
+        );
+        let mut found = Vec::new();
+        for c in &campaigns {
+            let mine: Vec<(Time, Time)> = due
+                .iter()
+                .filter(|(d, _)| *d == c.delay_ms)
+                .map(|(d, ts)| (ts.saturating_add(*d), *ts))
+                .collect();
+            timer_firings(
+                ev,
                 &known,
-                due.iter().map(|(d, ts)| ts.saturating_add(*d)),
+                &mine,
+                |&last, tau| {
+                    let visible: Vec<&(&At, &ActKind)> =
+                        acts.iter().filter(|(at, _)| at.known <= tau).collect();
+                    match visible.last().map(|(at, _)| at.ts()) {
+                        Some(l) if l > last => return Step::Stop,
+                        Some(l) if l == last => {}
+                        _ => return Step::Retry,
+                    }
+                    let mut start = visible.len() - 1;
+                    while start > 0
+                        && visible[start].0.ts() - visible[start - 1].0.ts() < c.session_gap_ms
+                    {
+                        start -= 1;
+                    }
+                    match c.evaluate(user, last, &visible[start..]) {
+                        Some(found) => Step::Fire(found),
+                        None => Step::Retry,
+                    }
+                },
+                &mut found,
             );
-            let mut found = Vec::new();
-            for c in &campaigns {
-                let mine: Vec<(Time, Time)> = due
-                    .iter()
-                    .filter(|(d, _)| *d == c.delay_ms)
-                    .map(|(d, ts)| (ts.saturating_add(*d), *ts))
-                    .collect();
-                timer_firings(
-                    ev,
-                    &known,
-                    &mine,
-                    |&last, tau| {
-                        let visible: Vec<&(&At, &ActKind)> =
-                            acts.iter().filter(|(at, _)| at.known <= tau).collect();
-                        match visible.last().map(|(at, _)| at.ts()) {
-                            Some(l) if l > last => return Step::Stop,
-                            Some(l) if l == last => {}
-                            _ => return Step::Retry,
-                        }
-                        let mut start = visible.len() - 1;
-                        while start > 0
-                            && visible[start].0.ts() - visible[start - 1].0.ts() < c.session_gap_ms
-                        {
-                            start -= 1;
-                        }
-                        match c.evaluate(user, last, &visible[start..]) {
-                            Some(found) => Step::Fire(found),
-                            None => Step::Retry,
-                        }
-                    },
-                    &mut found,
-                );
-            }
-            for (tau, (cand, lookup)) in found {
-                output.push(((tau, cand, lookup), 1));
-            }
-        })
+        }
+        for (tau, (cand, lookup)) in found {
+            output.push(((tau, cand, lookup), 1));
+        }
+    })
 }
