@@ -182,11 +182,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig { file, json } => {
             let config =
                 Config::load(&file).with_context(|| format!("checking {}", file.display()))?;
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
             for c in &config.campaigns {
-                if json {
-                    println!("{}", campaign_json(c));
+                let line = if json {
+                    campaign_json(c)
                 } else {
-                    println!("{}", describe(c));
+                    describe(c)
+                };
+                match writeln!(out, "{line}") {
+                    // A closed pipe (`| head`) is not an error.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                    other => other?,
                 }
             }
             Ok(())
