@@ -506,7 +506,9 @@ pub fn resolve<'s>(
                         let mut facts = pending_facts.remove(&t).unwrap_or_default();
                         facts.sort_by(|a, b| (a.at(), a).cmp(&(b.at(), b)));
                         let mut reqs = pending_requests.remove(&t).unwrap_or_default();
-                        reqs.sort_by(|a, b| (a.1, &a.2.trigger_id).cmp(&(b.1, &b.2.trigger_id)));
+                        // By τ only: requests do not change the state, so their
+                        // order at one τ does not matter (the emitter sorts).
+                        reqs.sort_by_key(|r| r.1);
                         let mut facts = facts.into_iter().peekable();
                         let mut found = Vec::new();
                         for (u, tau, c, l) in reqs {
