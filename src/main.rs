@@ -135,12 +135,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let files = replay::input_files(&input)?;
             let sources = replay::read_sources(&files)?;
             let started = std::time::Instant::now();
-            let summary = replay::replay(sources, &config, workers, until)?;
-            replay::write_triggers(&output, &summary.triggers)?;
+            let sink = replay::file_sink(&output)?;
+            let summary = replay::replay_into(sources, &config, workers, until, sink)
+                .map_err(|e| match e {
+                    replay::ReplayError::Output { source, .. } => replay::ReplayError::Output {
+                        path: output.display().to_string(),
+                        source,
+                    },
+                    other => other,
+                })?;
             tracing::info!(
                 records = summary.records,
                 bad_records = summary.bad_records,
-                triggers = summary.triggers.len(),
+                triggers = summary.triggers,
                 closed_at = summary.closed_at,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "replay done"

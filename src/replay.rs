@@ -98,15 +98,116 @@ pub fn read_sources(files: &[PathBuf]) -> Result<Sources, ReplayError> {
         .collect()
 }
 
+/// Where a replay's trigger records go: called with batches in
+/// (`ts`, `user_id`, `campaign`, `trigger_id`) order as they become final.
+pub type Sink = Box<dyn FnMut(&[Trigger]) -> std::io::Result<()> + Send>;
+
+/// What a streaming replay read and fired.
+#[derive(Debug, Default)]
+pub struct ReplayStats {
+    /// Records read, good and bad.
+    pub records: u64,
+    /// Records that broke the contract.
+    pub bad_records: u64,
+    /// The time event time was closed at.
+    pub closed_at: Time,
+    /// Trigger records written.
+    pub triggers: u64,
+}
+
 /// Runs the job over `sources` on `workers` threads, closing event time at
-/// `until` or else at the largest `ts` read.
+/// `until` or else at the largest `ts` read, and returns every trigger.
 pub fn replay(
     sources: Sources,
     config: &Config,
     workers: usize,
     until: Option<Time>,
 ) -> Result<ReplaySummary, ReplayError> {
-    let sources = Arc::new(sources);
+    let all = Arc::new(Mutex::new(Vec::new()));
+    let into = all.clone();
+    let stats = replay_into(
+        sources,
+        config,
+        workers,
+        until,
+        Box::new(move |batch: &[Trigger]| {
+            into.lock().expect("output lock").extend_from_slice(batch);
+            Ok(())
+        }),
+    )?;
+    let triggers = std::mem::take(&mut *all.lock().expect("output lock"));
+    Ok(ReplaySummary {
+        records: stats.records,
+        bad_records: stats.bad_records,
+        closed_at: stats.closed_at,
+        triggers,
+    })
+}
+
+/// The records fired so far and the sink they go to once final.
+struct Output {
+    pending: Mutex<Vec<Trigger>>,
+    sink: Mutex<(Sink, Option<std::io::Error>, u64)>,
+}
+
+impl Output {
+    /// Hands the pending records with `ts < limit` (all for `None`) to the
+    /// sink, sorted. Records are final once their bucket is complete, and a
+    /// record's `ts` is never before the bucket it is emitted at, so the
+    /// concatenation of flushes is sorted.
+    fn flush(&self, limit: Option<Time>) {
+        let mut ready: Vec<Trigger> = {
+            let mut pending = self.pending.lock().expect("pending lock");
+            match limit {
+                None => std::mem::take(&mut *pending),
+                Some(l) => {
+                    let (ready, keep) = pending.drain(..).partition(|t| t.ts < l);
+                    *pending = keep;
+                    ready
+                }
+            }
+        };
+        if ready.is_empty() {
+            return;
+        }
+        ready.sort_by(|a, b| {
+            (a.ts, &a.user_id, &a.campaign, &a.trigger_id).cmp(&(
+                b.ts,
+                &b.user_id,
+                &b.campaign,
+                &b.trigger_id,
+            ))
+        });
+        for t in &ready {
+            TriggerEmitted {
+                campaign: &t.campaign,
+                kind: &t.kind,
+            }
+            .emit();
+        }
+        let mut sink = self.sink.lock().expect("sink lock");
+        let (write, error, count) = &mut *sink;
+        *count += ready.len() as u64;
+        if error.is_none() {
+            if let Err(e) = write(&ready) {
+                *error = Some(e);
+            }
+        }
+    }
+}
+
+/// Runs the job over `sources` on `workers` threads, closing event time at
+/// `until` or else at the largest `ts` read. Trigger records go to `sink`
+/// as their time completes, so replay holds neither the input text after
+/// decoding nor the output.
+pub fn replay_into(
+    sources: Sources,
+    config: &Config,
+    workers: usize,
+    until: Option<Time>,
+    sink: Sink,
+) -> Result<ReplayStats, ReplayError> {
+    let sources = Arc::new(Mutex::new(Some(Arc::new(sources))));
     let campaigns = config.campaigns.clone();
     let retention = config.retention.clone();
     let topics = config.topics.inputs();
@@ -116,15 +217,24 @@ pub fn replay(
     let barrier = Arc::new(Barrier::new(workers));
     let counts = Arc::new(Mutex::new((0u64, 0u64)));
     let closed = Arc::new(AtomicU64::new(0));
+    let output = Arc::new(Output {
+        pending: Mutex::new(Vec::new()),
+        sink: Mutex::new((sink, None, 0)),
+    });
 
     let result = {
         let counts = counts.clone();
         let closed = closed.clone();
+        let output = output.clone();
         timely::execute(timely::Config::process(workers), move |worker| {
             let index = worker.index();
             let peers = worker.peers();
             let t0 = std::time::Instant::now();
-            let (local, read, bad) = decode_share(&sources, &topics, index, peers);
+            let text = sources.lock().expect("sources lock").clone();
+            let (local, read, bad) = match text {
+                Some(text) => decode_share(&text, &topics, index, peers),
+                None => (Vec::new(), 0, 0),
+            };
             tracing::debug!(
                 worker = index,
                 elapsed_ms = t0.elapsed().as_millis() as u64,
@@ -138,46 +248,65 @@ pub fn replay(
             let local_max = local.iter().map(|i| i.time()).max().unwrap_or(0);
             max_ts.fetch_max(local_max, Ordering::SeqCst);
             barrier.wait();
+            // Every worker has decoded its share: the text can go.
+            sources.lock().expect("sources lock").take();
             let close = until.unwrap_or_else(|| max_ts.load(Ordering::SeqCst));
             closed.store(close, Ordering::SeqCst);
 
-            let fired = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-            let sink = fired.clone();
+            let sink = output.clone();
             let mut job = Job::build(worker, &campaigns, &retention, clock, move |t: Trigger| {
                 if t.ts <= close {
-                    sink.borrow_mut().push(t);
+                    sink.pending.lock().expect("pending lock").push(t);
                 }
             });
             // Feed in time order, a chunk at a time, so that only a few
             // distinct times are in flight at once (progress tracking cost
-            // grows with them).
+            // grows with them). The sorted input is split into blocks that
+            // are freed as they are sent.
             let mut local: Vec<Input> = local.into_iter().filter(|i| i.time() <= close).collect();
             local.sort_unstable_by_key(|i| i.time());
+            let mut blocks: Vec<Vec<Input>> = Vec::new();
+            let mut rest = local.into_iter();
+            loop {
+                let block: Vec<Input> = rest.by_ref().take(10 * CHUNK).collect();
+                if block.is_empty() {
+                    break;
+                }
+                blocks.push(block);
+            }
             let mut since_step = 0usize;
             let mut chunks = 0u64;
-            for (sent, input) in local.into_iter().enumerate() {
-                let at = input.time();
-                if since_step >= CHUNK && job.frontier().is_some_and(|f| clock.at(at) > clock.at(f))
-                {
-                    job.advance_to(at);
-                    let through = at.saturating_sub(clock.bucket_ms);
-                    while !job.done_through(through) {
-                        worker.step();
+            let mut sent = 0usize;
+            for block in blocks {
+                for input in block {
+                    let at = input.time();
+                    if since_step >= CHUNK
+                        && job.frontier().is_some_and(|f| clock.at(at) > clock.at(f))
+                    {
+                        job.advance_to(at);
+                        let through = at.saturating_sub(clock.bucket_ms);
+                        while !job.done_through(through) {
+                            worker.step();
+                        }
+                        if index == 0 {
+                            output.flush(Some(clock.after(through)));
+                        }
+                        since_step = 0;
+                        chunks += 1;
+                        if index == 0 && chunks.is_multiple_of(10) {
+                            tracing::info!(
+                                worker = index,
+                                sent,
+                                event_time_ms = at,
+                                rss_mb = crate::telemetry::resident_mb().unwrap_or(0),
+                                "replay progress"
+                            );
+                        }
                     }
-                    since_step = 0;
-                    chunks += 1;
-                    if index == 0 && chunks.is_multiple_of(10) {
-                        tracing::info!(
-                            worker = index,
-                            sent,
-                            event_time_ms = at,
-                            rss_mb = crate::telemetry::resident_mb().unwrap_or(0),
-                            "replay progress"
-                        );
-                    }
+                    job.send(input);
+                    since_step += 1;
+                    sent += 1;
                 }
-                job.send(input);
-                since_step += 1;
             }
             job.advance_to(clock.after(close));
             tracing::debug!(
@@ -196,43 +325,33 @@ pub fn replay(
                 elapsed_ms = t0.elapsed().as_millis() as u64,
                 "stepped"
             );
-            let out = std::mem::take(&mut *fired.borrow_mut());
             // Event time is closed: drop the dataflow rather than let timely
             // run the timers and retractions that lie beyond the close.
             drop(job);
             for id in worker.installed_dataflows() {
                 worker.drop_dataflow(id);
             }
-            out
         })
         .map_err(ReplayError::Timely)?
         .join()
     };
-    let mut triggers = Vec::new();
     for r in result {
-        triggers.extend(r.map_err(ReplayError::Timely)?);
+        r.map_err(ReplayError::Timely)?;
     }
-    triggers.sort_by(|a, b| {
-        (a.ts, &a.user_id, &a.campaign, &a.trigger_id).cmp(&(
-            b.ts,
-            &b.user_id,
-            &b.campaign,
-            &b.trigger_id,
-        ))
-    });
-    for t in &triggers {
-        TriggerEmitted {
-            campaign: &t.campaign,
-            kind: &t.kind,
-        }
-        .emit();
+    output.flush(None);
+    let (_, error, written) = &mut *output.sink.lock().expect("sink lock");
+    if let Some(e) = error.take() {
+        return Err(ReplayError::Output {
+            path: "output".into(),
+            source: e,
+        });
     }
     let (records, bad_records) = *counts.lock().expect("counts lock");
-    Ok(ReplaySummary {
+    Ok(ReplayStats {
         records,
         bad_records,
         closed_at: closed.load(Ordering::SeqCst),
-        triggers,
+        triggers: *written,
     })
 }
 
@@ -284,6 +403,27 @@ fn decode_share(
         }
     }
     (local, read, bad)
+}
+
+/// A sink writing trigger records as JSON lines to `path` (`-` for stdout).
+pub fn file_sink(path: &Path) -> Result<Sink, ReplayError> {
+    let mut out: Box<dyn Write + Send> = if path.as_os_str() == "-" {
+        Box::new(std::io::BufWriter::new(std::io::stdout()))
+    } else {
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|source| ReplayError::Output {
+                path: path.display().to_string(),
+                source,
+            })?,
+        ))
+    };
+    Ok(Box::new(move |batch: &[Trigger]| {
+        for t in batch {
+            out.write_all(&crate::codec::encode_trigger(t))?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()
+    }))
 }
 
 /// Writes trigger records as JSON lines to `path` (`-` for stdout).

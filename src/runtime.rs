@@ -48,15 +48,23 @@ impl Job {
                 scope.new_unordered_input::<CapacityContainerBuilder<Vec<Update>>>();
             let triggers = dataflows::build(stream.as_collection(), campaigns, retention, clock);
             let sink = sink.clone();
-            let (probe, triggers) = triggers.probe();
-            triggers.sink(Pipeline, "TriggerSink", move |(input, _frontier)| {
-                input.for_each(|_cap, data| {
-                    let mut sink = sink.borrow_mut();
-                    for t in data.drain(..) {
-                        (sink)(t);
+            // The probe follows the sink: once it passes a time, every record
+            // of that time has been handed to `sink` on every worker.
+            let done = triggers.unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                Pipeline,
+                "TriggerSink",
+                move |_cap, _info| {
+                    move |input, _output| {
+                        input.for_each(|_cap, data| {
+                            let mut sink = sink.borrow_mut();
+                            for t in data.drain(..) {
+                                (sink)(t);
+                            }
+                        });
                     }
-                });
-            });
+                },
+            );
+            let (probe, _) = done.probe();
             (handle, cap, probe)
         });
         Job {
