@@ -1,5 +1,6 @@
 //! Criterion micro benches: the replay of one generated workload with one
-//! campaign of each core kind, and with all four together.
+//! campaign of each kind, with the four core kinds together, and with every
+//! kind together (the default configuration).
 //!
 //! `cargo bench --bench kinds`
 
@@ -23,15 +24,22 @@ fn workload() -> String {
     text
 }
 
-fn config_for(kind: Option<&str>) -> Config {
-    match kind {
-        None => Config::default(),
-        Some(k) => Config::parse(
-            &format!("[[campaign]]\nname = \"{k}\"\nkind = \"{k}\"\n"),
-            "bench",
-        )
-        .expect("valid bench config"),
+const CORE: [&str; 4] = [
+    "abandoned_cart",
+    "abandoned_browse",
+    "price_drop",
+    "back_in_stock",
+];
+
+fn config_for(kinds: &[&str]) -> Config {
+    if kinds.is_empty() {
+        return Config::default();
     }
+    let text: String = kinds
+        .iter()
+        .map(|k| format!("[[campaign]]\nname = \"{k}\"\nkind = \"{k}\"\n"))
+        .collect();
+    Config::parse(&text, "bench").expect("valid bench config")
 }
 
 fn kinds(c: &mut Criterion) {
@@ -40,15 +48,15 @@ fn kinds(c: &mut Criterion) {
     let mut group = c.benchmark_group("replay_20k_events");
     group.sample_size(10);
     group.throughput(Throughput::Elements(events));
-    for kind in [
-        Some("abandoned_cart"),
-        Some("abandoned_browse"),
-        Some("price_drop"),
-        Some("back_in_stock"),
-        None,
-    ] {
-        let config = config_for(kind);
-        group.bench_function(kind.unwrap_or("all_core_kinds"), |b| {
+    let mut cases: Vec<(String, Vec<&str>)> = dataflows::campaign::Kind::defaults()
+        .iter()
+        .map(|k| (k.name().to_string(), vec![k.name()]))
+        .collect();
+    cases.push(("all_core_kinds".into(), CORE.to_vec()));
+    cases.push(("all_kinds".into(), Vec::new()));
+    for (name, kinds) in cases {
+        let config = config_for(&kinds);
+        group.bench_function(name.as_str(), |b| {
             b.iter(|| {
                 let summary = tripwire::replay::replay(
                     vec![("bench".into(), text.clone())],

@@ -136,14 +136,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let sources = replay::read_sources(&files)?;
             let started = std::time::Instant::now();
             let sink = replay::file_sink(&output)?;
-            let summary = replay::replay_into(sources, &config, workers, until, sink)
-                .map_err(|e| match e {
+            let summary = replay::replay_into(sources, &config, workers, until, sink).map_err(
+                |e| match e {
                     replay::ReplayError::Output { source, .. } => replay::ReplayError::Output {
                         path: output.display().to_string(),
                         source,
                     },
                     other => other,
-                })?;
+                },
+            )?;
             tracing::info!(
                 records = summary.records,
                 bad_records = summary.bad_records,
@@ -192,11 +193,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             use std::io::Write as _;
             let mut out = std::io::stdout().lock();
             for c in &config.campaigns {
-                let line = if json {
-                    campaign_json(c)
-                } else {
-                    describe(c)
-                };
+                let line = if json { campaign_json(c) } else { describe(c) };
                 match writeln!(out, "{line}") {
                     // A closed pipe (`| head`) is not an error.
                     Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),

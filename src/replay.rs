@@ -274,40 +274,14 @@ pub fn replay_into(
                 }
                 blocks.push(block);
             }
-            let mut since_step = 0usize;
-            let mut chunks = 0u64;
-            let mut sent = 0usize;
-            for block in blocks {
-                for input in block {
-                    let at = input.time();
-                    if since_step >= CHUNK
-                        && job.frontier().is_some_and(|f| clock.at(at) > clock.at(f))
-                    {
-                        job.advance_to(at);
-                        let through = at.saturating_sub(clock.bucket_ms);
-                        while !job.done_through(through) {
-                            worker.step();
-                        }
-                        if index == 0 {
-                            output.flush(Some(clock.after(through)));
-                        }
-                        since_step = 0;
-                        chunks += 1;
-                        if index == 0 && chunks.is_multiple_of(10) {
-                            tracing::info!(
-                                worker = index,
-                                sent,
-                                event_time_ms = at,
-                                rss_mb = crate::telemetry::resident_mb().unwrap_or(0),
-                                "replay progress"
-                            );
-                        }
-                    }
-                    job.send(input);
-                    since_step += 1;
-                    sent += 1;
-                }
-            }
+            feed(
+                worker,
+                &mut job,
+                clock,
+                blocks.into_iter().flatten(),
+                index == 0,
+                &output,
+            );
             job.advance_to(clock.after(close));
             tracing::debug!(
                 worker = index,
@@ -351,6 +325,169 @@ pub fn replay_into(
         records,
         bad_records,
         closed_at: closed.load(Ordering::SeqCst),
+        triggers: *written,
+    })
+}
+
+/// Sends `inputs` (in time order) to `job`, a chunk at a time: before the
+/// first input of a later bucket once a chunk is full, the job is stepped
+/// until the previous buckets are complete (so that only a few distinct
+/// times are in flight), and the first worker (`lead`) hands the records
+/// that became final to the output and logs progress with resident memory.
+fn feed(
+    worker: &mut timely::worker::Worker,
+    job: &mut Job,
+    clock: Clock,
+    inputs: impl Iterator<Item = Input>,
+    lead: bool,
+    output: &Output,
+) -> usize {
+    let mut since_step = 0usize;
+    let mut chunks = 0u64;
+    let mut sent = 0usize;
+    for input in inputs {
+        let at = input.time();
+        if since_step >= CHUNK && job.frontier().is_some_and(|f| clock.at(at) > clock.at(f)) {
+            job.advance_to(at);
+            let through = at.saturating_sub(clock.bucket_ms);
+            while !job.done_through(through) {
+                worker.step();
+            }
+            if lead {
+                output.flush(Some(clock.after(through)));
+            }
+            since_step = 0;
+            chunks += 1;
+            if lead && chunks.is_multiple_of(10) {
+                tracing::info!(
+                    sent,
+                    event_time_ms = at,
+                    rss_mb = crate::telemetry::resident_mb().unwrap_or(0),
+                    "replay progress"
+                );
+            }
+        }
+        job.send(input);
+        since_step += 1;
+        sent += 1;
+    }
+    sent
+}
+
+/// Runs the job over recording lines produced in time order by `lines`
+/// (called once per worker; each worker keeps every `peers`-th line), such
+/// as a generator's, without holding them: event time closes at the largest
+/// time read. Trigger records go to `sink` as their time completes.
+pub fn replay_lines<F, I>(
+    lines: F,
+    config: &Config,
+    workers: usize,
+    sink: Sink,
+) -> Result<ReplayStats, ReplayError>
+where
+    F: Fn() -> I + Send + Sync + 'static,
+    I: Iterator<Item = String>,
+{
+    let campaigns = config.campaigns.clone();
+    let retention = config.retention.clone();
+    let topics = config.topics.inputs();
+    let clock = Clock::new(config.time.bucket_ms);
+    let workers = workers.max(1);
+    let max_ts = Arc::new(AtomicU64::new(0));
+    let close_at = Arc::new(AtomicU64::new(Time::MAX));
+    let barrier = Arc::new(Barrier::new(workers));
+    let counts = Arc::new(Mutex::new((0u64, 0u64)));
+    let output = Arc::new(Output {
+        pending: Mutex::new(Vec::new()),
+        sink: Mutex::new((sink, None, 0)),
+    });
+    let result = {
+        let counts = counts.clone();
+        let max_ts = max_ts.clone();
+        let output = output.clone();
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let index = worker.index();
+            let peers = worker.peers();
+            let sink = output.clone();
+            let close = close_at.clone();
+            let mut job = Job::build(worker, &campaigns, &retention, clock, move |t: Trigger| {
+                if t.ts <= close.load(Ordering::SeqCst) {
+                    sink.pending.lock().expect("pending lock").push(t);
+                }
+            });
+            let (mut read, mut bad, mut local_max) = (0u64, 0u64, 0);
+            let mine = lines()
+                .enumerate()
+                .filter(|(n, _)| n % peers == index)
+                .filter_map(|(n, line)| {
+                    read += 1;
+                    match decode_line(&line, &topics) {
+                        Ok((topic, input)) => {
+                            RecordsRead {
+                                topic: topics.name(topic),
+                                count: 1,
+                            }
+                            .emit();
+                            local_max = local_max.max(input.time());
+                            Some(input)
+                        }
+                        Err(e) => {
+                            bad += 1;
+                            BadRecordSeen {
+                                topic: "unknown",
+                                reason: e.reason.label(),
+                                location: &format!("line {}", n + 1),
+                                detail: &e.detail,
+                            }
+                            .emit();
+                            None
+                        }
+                    }
+                });
+            feed(worker, &mut job, clock, mine, index == 0, &output);
+            max_ts.fetch_max(local_max, Ordering::SeqCst);
+            {
+                let mut c = counts.lock().expect("counts lock");
+                c.0 += read;
+                c.1 += bad;
+            }
+            barrier.wait();
+            let close = max_ts.load(Ordering::SeqCst);
+            close_at.store(close, Ordering::SeqCst);
+            job.advance_to(clock.after(close));
+            while !job.done_through(close) {
+                worker.step();
+            }
+            drop(job);
+            for id in worker.installed_dataflows() {
+                worker.drop_dataflow(id);
+            }
+        })
+        .map_err(ReplayError::Timely)?
+        .join()
+    };
+    for r in result {
+        r.map_err(ReplayError::Timely)?;
+    }
+    let close = max_ts.load(Ordering::SeqCst);
+    output
+        .pending
+        .lock()
+        .expect("pending lock")
+        .retain(|t| t.ts <= close);
+    output.flush(None);
+    let (_, error, written) = &mut *output.sink.lock().expect("sink lock");
+    if let Some(e) = error.take() {
+        return Err(ReplayError::Output {
+            path: "output".into(),
+            source: e,
+        });
+    }
+    let (records, bad_records) = *counts.lock().expect("counts lock");
+    Ok(ReplayStats {
+        records,
+        bad_records,
+        closed_at: close,
         triggers: *written,
     })
 }
