@@ -6,7 +6,8 @@
 //! known (insertions; retention retractions are ignored), so the state per
 //! user is two facts and one pending timer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use differential_dataflow::{AsCollection, Hashable};
 use timely::dataflow::channels::pact::Exchange;
@@ -97,8 +98,14 @@ pub fn reactivation<'s>(
                         };
                         let mut facts = pending.remove(&t).unwrap_or_default();
                         facts.sort_by(|a, b| (a.1 .0.known, a).cmp(&(b.1 .0.known, b)));
-                        let mut due = timers.remove(&t).unwrap_or_default();
-                        due.sort();
+                        // Facts and checks of this bucket in ms order (facts first
+                        // at one ms); checks scheduled into this bucket join the queue.
+                        let mut due: BinaryHeap<Reverse<(Time, User)>> = timers
+                            .remove(&t)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(Reverse)
+                            .collect();
                         let mut facts = facts.into_iter().peekable();
                         let mut found: Vec<Request> = Vec::new();
                         let mut later: Vec<(Time, User)> = Vec::new();
@@ -136,13 +143,14 @@ pub fn reactivation<'s>(
                                     }
                                 }
                             };
-                        for (when, u) in due {
-                            while let Some(fact) = facts.next_if(|x| x.1 .0.known <= when) {
-                                apply(fact, &mut users, &mut later);
-                            }
-                            let Some(v) = users.get_mut(&u) else { continue };
+                        let check = |when: Time,
+                                     u: User,
+                                     users: &mut HashMap<User, Visitor>,
+                                     later: &mut Vec<(Time, User)>,
+                                     found: &mut Vec<Request>| {
+                            let Some(v) = users.get_mut(&u) else { return };
                             if v.next.0 != when {
-                                continue; // superseded by an earlier check
+                                return; // superseded by an earlier check
                             }
                             let (_, l, stage) = v.next;
                             let latest = v.latest.ts();
@@ -150,11 +158,11 @@ pub fn reactivation<'s>(
                                 let d = latest.saturating_add(stages[0].0).max(when);
                                 v.next = (d, latest, 0);
                                 later.push((d, u));
-                                continue;
+                                return;
                             }
                             if stage == stages.len() {
                                 users.remove(&u);
-                                continue;
+                                return;
                             }
                             let (after, names) = &stages[stage];
                             let items: Vec<Item> = v
@@ -177,9 +185,28 @@ pub fn reactivation<'s>(
                             };
                             v.next = (d.max(when), l, stage + 1);
                             later.push((d.max(when), u));
-                        }
-                        for fact in facts {
-                            apply(fact, &mut users, &mut later);
+                        };
+                        loop {
+                            let next_check = due.peek().map(|Reverse((w, _))| *w);
+                            let next_fact = facts.peek().map(|x| x.1 .0.known);
+                            match (next_fact, next_check) {
+                                (None, None) => break,
+                                (Some(f), c) if c.is_none_or(|c| f <= c) => {
+                                    let fact = facts.next().expect("peeked");
+                                    apply(fact, &mut users, &mut later);
+                                }
+                                _ => {
+                                    let Reverse((when, u)) = due.pop().expect("peeked");
+                                    check(when, u, &mut users, &mut later, &mut found);
+                                }
+                            }
+                            for (d, u) in later.drain(..) {
+                                if clock.at(d) <= t {
+                                    due.push(Reverse((d.max(t), u)));
+                                } else {
+                                    timers.entry(clock.at(d)).or_default().push((d, u));
+                                }
+                            }
                         }
                         let cap = held
                             .as_ref()
@@ -190,10 +217,6 @@ pub fn reactivation<'s>(
                             for x in found {
                                 session.give((x, t, 1isize));
                             }
-                        }
-                        // Checks due within this bucket run in another pass over it.
-                        for (d, u) in later {
-                            timers.entry(clock.at(d).max(t)).or_default().push((d, u));
                         }
                     }
                     let least = pending
