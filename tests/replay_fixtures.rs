@@ -483,3 +483,33 @@ fn conformance_gen_small() {
         );
     }
 }
+
+/// The user's language and timezone outlive the retention of the events
+/// that carried them: a later event repeating the same language must not
+/// leave the record without it (regression: the gate only holds changes,
+/// and the change once expired with its event).
+#[test]
+fn language_outlives_event_retention() {
+    const D: u64 = 24 * H;
+    let ev = |id: &str, ts: u64, ty: &str, extra: &str| {
+        format!(
+            "{{\"topic\":\"tracking\",\"value\":{{\"event_id\":\"{id}\",\"type\":\"{ty}\",\"ts\":{},\"user_id\":\"u\",\"context\":{{\"language\":\"az\",\"timezone\":\"Asia/Baku\"}}{extra}}}}}\n",
+            T0 + ts
+        )
+    };
+    let text = [
+        ev("e1", 0, "app_open", ""),
+        ev("e2", 3 * D, "cart_add", ",\"product_id\":\"p1\""),
+    ]
+    .concat();
+    let campaigns = format!(
+        "[retention]\nactivity_ms = {D}\ncart_ms = {}\nidentity_ms = {D}\n\n{}",
+        10 * D,
+        only("abandoned_cart")
+    );
+    let s = replay_all(&text, &campaigns, Some(T0 + 4 * D));
+    let t = find(&s.triggers, "abandoned_cart", "u");
+    assert_eq!(t.ts, T0 + 3 * D + H);
+    assert_eq!(t.language.as_deref(), Some("az"));
+    assert_eq!(t.timezone.as_deref(), Some("Asia/Baku"));
+}

@@ -530,7 +530,10 @@ pub fn fire_once<'s>(
 /// Passes a user's facts through, except `Context` facts that repeat the
 /// language and timezone of the previous one of that user: the gate then
 /// holds changes, not every event. Facts are taken in time order, then
-/// application order; a retraction passes only for a fact that passed.
+/// application order. The changes that pass are kept for good (their
+/// retractions at the end of the events' retention are dropped): a user's
+/// latest known language does not expire with their activity, and one
+/// fact per change per user is small.
 pub fn context_changes<'s>(
     facts: Coll<'s, (String, (crate::state::At, crate::state::UserFact))>,
 ) -> Coll<'s, (String, (crate::state::At, crate::state::UserFact))> {
@@ -544,8 +547,6 @@ pub fn context_changes<'s>(
             |_cap, _info| {
                 let mut pending: Pending<(Fact, isize)> = Pending::new();
                 let mut last: HashMap<String, (Option<String>, Option<String>)> = HashMap::new();
-                let mut passed: std::collections::HashSet<(String, At)> =
-                    std::collections::HashSet::new();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         let Some(&least) = cap.least() else { return };
@@ -559,11 +560,7 @@ pub fn context_changes<'s>(
                         let mut session = output.session(&cap);
                         for ((user, (at, fact)), r) in batch {
                             if let UserFact::Context { language, timezone } = &fact {
-                                let key = (user.clone(), at.clone());
                                 if r < 0 {
-                                    if passed.remove(&key) {
-                                        session.give(((user, (at, fact)), t, r));
-                                    }
                                     continue;
                                 }
                                 let value = (language.clone(), timezone.clone());
@@ -571,7 +568,6 @@ pub fn context_changes<'s>(
                                     continue;
                                 }
                                 last.insert(user.clone(), value);
-                                passed.insert(key);
                             }
                             session.give(((user, (at, fact)), t, r));
                         }
