@@ -275,6 +275,64 @@ fn live_matches_replay() {
     assert_same(&trigger_lines(&triggers), &expected, &job.log_tail(10));
 }
 
+/// The same for the further kinds, whose hand-made recordings carry
+/// `catalog` messages, deliveries, cancellations, reviews and month-long
+/// gaps: every kind fires live exactly as in replay.
+#[test]
+fn live_matches_replay_for_every_kind() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let tansu = broker(dir.path());
+    let brokers = tansu.brokers();
+    let fixtures: Vec<PathBuf> = [
+        "abandoned_search",
+        "abandoned_category",
+        "wishlist_reminder",
+        "complementary",
+        "new_in_category",
+        "reactivation",
+        "review_request",
+        "cancelled_alternative",
+    ]
+    .iter()
+    .map(|k| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(format!("{k}.jsonl"))
+    })
+    .collect();
+    let mut recs = Vec::new();
+    for f in &fixtures {
+        recs.extend(load(f));
+    }
+    produce(&brokers, &in_time_order(recs));
+
+    let until = now_ms();
+    let inputs: Vec<&Path> = fixtures.iter().map(|p| p.as_path()).collect();
+    let expected = replay(&inputs, Some(until), dir.path(), "expected");
+    let kinds: std::collections::BTreeSet<String> = expected
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["kind"].to_string())
+        .collect();
+    assert!(kinds.len() >= 8, "replay fired only {kinds:?}");
+
+    let metrics_port = support::free_port();
+    let mut job = start_job(&brokers, metrics_port, dir.path());
+    let mut triggers = Reader::new(&brokers, &["triggers"]);
+    let arrived = triggers.read_at_least(expected.len(), Duration::from_secs(60));
+    assert!(
+        arrived,
+        "only {} of {} triggers within 60 s; job log:\n{}",
+        triggers.got.len(),
+        expected.len(),
+        job.log_tail(30)
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    stop_job(&mut job);
+    triggers.drain(Duration::from_secs(10));
+    assert_same(&trigger_lines(&triggers), &expected, &job.log_tail(10));
+}
+
 /// Bad records go to the dead-letter topic with their reason and origin, are
 /// counted in the metrics, and neither stop the job nor the good records.
 #[test]
