@@ -271,7 +271,7 @@ fn demo(
     );
     println!("  triggers by campaign:");
     for ((campaign, kind), n) in per_campaign {
-        println!("    {campaign:<24} {kind:<20} {n}");
+        println!("    {campaign:<24} {kind:<22} {n}");
     }
     Ok(())
 }
