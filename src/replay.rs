@@ -196,6 +196,32 @@ impl Output {
     }
 }
 
+impl Output {
+    /// Hands every remaining record to the sink and sums up the run: the
+    /// sink's first error, if any, fails it.
+    fn finish(
+        &self,
+        counts: &Mutex<(u64, u64)>,
+        closed_at: Time,
+    ) -> Result<ReplayStats, ReplayError> {
+        self.flush(None);
+        let (_, error, written) = &mut *self.sink.lock().expect("sink lock");
+        if let Some(e) = error.take() {
+            return Err(ReplayError::Output {
+                path: "output".into(),
+                source: e,
+            });
+        }
+        let (records, bad_records) = *counts.lock().expect("counts lock");
+        Ok(ReplayStats {
+            records,
+            bad_records,
+            closed_at,
+            triggers: *written,
+        })
+    }
+}
+
 /// Runs the job over `sources` on `workers` threads, closing event time at
 /// `until` or else at the largest `ts` read. Trigger records go to `sink`
 /// as their time completes, so replay holds neither the input text after
@@ -312,21 +338,7 @@ pub fn replay_into(
     for r in result {
         r.map_err(ReplayError::Timely)?;
     }
-    output.flush(None);
-    let (_, error, written) = &mut *output.sink.lock().expect("sink lock");
-    if let Some(e) = error.take() {
-        return Err(ReplayError::Output {
-            path: "output".into(),
-            source: e,
-        });
-    }
-    let (records, bad_records) = *counts.lock().expect("counts lock");
-    Ok(ReplayStats {
-        records,
-        bad_records,
-        closed_at: closed.load(Ordering::SeqCst),
-        triggers: *written,
-    })
+    output.finish(&counts, closed.load(Ordering::SeqCst))
 }
 
 /// Sends `inputs` (in time order) to `job`, a chunk at a time: before the
@@ -475,21 +487,7 @@ where
         .lock()
         .expect("pending lock")
         .retain(|t| t.ts <= close);
-    output.flush(None);
-    let (_, error, written) = &mut *output.sink.lock().expect("sink lock");
-    if let Some(e) = error.take() {
-        return Err(ReplayError::Output {
-            path: "output".into(),
-            source: e,
-        });
-    }
-    let (records, bad_records) = *counts.lock().expect("counts lock");
-    Ok(ReplayStats {
-        records,
-        bad_records,
-        closed_at: close,
-        triggers: *written,
-    })
+    output.finish(&counts, close)
 }
 
 /// Decodes this worker's share of the lines (every `peers`-th line).

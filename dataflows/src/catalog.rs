@@ -21,7 +21,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::Capability;
 
 use crate::model::{CatalogMsg, Item, Money, PriceMsg, StockMsg, Time};
-use crate::operators::{Candidate, Coll};
+use crate::operators::{frontier_time, hold, release, Candidate, Coll, Pending};
 use crate::state::{Basket, Product, User};
 
 /// What a candidate needs from the product side before it can fire.
@@ -481,16 +481,11 @@ pub fn resolve<'s>(
                             if r > 0 {
                                 let t = t.max(least);
                                 pending_requests.entry(t).or_default().push((u, tau, c, l));
-                                if held.as_ref().is_none_or(|h| *h.time() > t) {
-                                    held = Some(cap.delayed(&t, 0));
-                                }
+                                hold(&mut held, &cap, t);
                             }
                         }
                     });
-                    let f = match (
-                        f1.frontier().iter().next().copied(),
-                        f2.frontier().iter().next().copied(),
-                    ) {
+                    let f = match (frontier_time(f1), frontier_time(f2)) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
                     };
@@ -530,14 +525,7 @@ pub fn resolve<'s>(
                             }
                         }
                     }
-                    match pending_requests.keys().next() {
-                        Some(&t) => {
-                            if let Some(h) = held.as_mut() {
-                                h.downgrade(&t)
-                            }
-                        }
-                        None => held = None,
-                    }
+                    release(&mut held, &pending_requests);
                 }
             },
         )
@@ -553,31 +541,20 @@ pub fn new_products<'s>(catalog: Coll<'s, CatalogMsg>) -> Coll<'s, (String, (Pro
             Exchange::new(|u: &(CatalogMsg, Time, isize)| u.0.product_id.hashed()),
             "NewProducts",
             |_cap, _info| {
-                let mut pending: BTreeMap<Time, Vec<CatalogMsg>> = BTreeMap::new();
-                let mut held: Option<Capability<Time>> = None;
+                let mut pending = Pending::new();
                 let mut seen: HashSet<Product> = HashSet::new();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         let Some(&least) = cap.least() else { return };
                         for (m, t, r) in data.drain(..) {
                             if r > 0 {
-                                let t = t.max(least);
-                                pending.entry(t).or_default().push(m);
-                                if held.as_ref().is_none_or(|h| *h.time() > t) {
-                                    held = Some(cap.delayed(&t, 0));
-                                }
+                                pending.push(&cap, t.max(least), m);
                             }
                         }
                     });
-                    let f = frontier.frontier().iter().next().copied();
-                    while let Some(entry) = pending.first_entry() {
-                        let t = *entry.key();
-                        if f.is_some_and(|f| t >= f) {
-                            break;
-                        }
-                        let mut batch = entry.remove();
-                        batch.sort_by(|a, b| (a.ts, a).cmp(&(b.ts, b)));
-                        let cap = held.as_ref().expect("held capability").delayed(&t);
+                    let f = frontier_time(frontier);
+                    while let Some((cap, t, mut batch)) = pending.next_complete(f) {
+                        batch.sort_by(|a: &CatalogMsg, b| (a.ts, a).cmp(&(b.ts, b)));
                         let mut session = output.session(&cap);
                         for m in batch {
                             if seen.insert(m.product_id.clone()) {
@@ -585,14 +562,7 @@ pub fn new_products<'s>(catalog: Coll<'s, CatalogMsg>) -> Coll<'s, (String, (Pro
                             }
                         }
                     }
-                    match pending.keys().next() {
-                        Some(&t) => {
-                            if let Some(h) = held.as_mut() {
-                                h.downgrade(&t)
-                            }
-                        }
-                        None => held = None,
-                    }
+                    pending.release();
                 }
             },
         )

@@ -57,13 +57,15 @@ impl Clock {
 }
 
 /// The least time of a frontier, `None` when the frontier is empty (input closed).
-fn frontier_time(frontier: &timely::progress::frontier::MutableAntichain<Time>) -> Option<Time> {
+pub(crate) fn frontier_time(
+    frontier: &timely::progress::frontier::MutableAntichain<Time>,
+) -> Option<Time> {
     frontier.frontier().iter().next().copied()
 }
 
 /// Keeps `held` at or below `t`, deriving a capability from `cap` if needed:
 /// operators hold one capability, at their least pending time.
-fn hold(
+pub(crate) fn hold(
     held: &mut Option<Capability<Time>>,
     cap: &timely::dataflow::operators::InputCapability<Time>,
     t: Time,
@@ -74,9 +76,14 @@ fn hold(
 }
 
 /// Moves `held` up to the least pending time, or drops it when nothing is pending.
-fn release<V>(held: &mut Option<Capability<Time>>, pending: &BTreeMap<Time, V>) {
-    match pending.keys().next() {
-        Some(&t) => {
+pub(crate) fn release<V>(held: &mut Option<Capability<Time>>, pending: &BTreeMap<Time, V>) {
+    release_to(held, pending.keys().next().copied())
+}
+
+/// Moves `held` up to `least`, or drops it for `None`.
+pub(crate) fn release_to(held: &mut Option<Capability<Time>>, least: Option<Time>) {
+    match least {
+        Some(t) => {
             if let Some(h) = held.as_mut() {
                 h.downgrade(&t)
             }
@@ -87,13 +94,13 @@ fn release<V>(held: &mut Option<Capability<Time>>, pending: &BTreeMap<Time, V>) 
 
 /// Data held back until its time is complete, with one capability at the
 /// least pending time: the shape every stateful operator here shares.
-struct Pending<D> {
+pub(crate) struct Pending<D> {
     by_time: BTreeMap<Time, Vec<D>>,
     held: Option<Capability<Time>>,
 }
 
 impl<D> Pending<D> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Pending {
             by_time: BTreeMap::new(),
             held: None,
@@ -101,14 +108,19 @@ impl<D> Pending<D> {
     }
 
     /// Holds `d` at `t` (at least the message's time).
-    fn push(&mut self, cap: &timely::dataflow::operators::InputCapability<Time>, t: Time, d: D) {
+    pub(crate) fn push(
+        &mut self,
+        cap: &timely::dataflow::operators::InputCapability<Time>,
+        t: Time,
+        d: D,
+    ) {
         self.by_time.entry(t).or_default().push(d);
         hold(&mut self.held, cap, t);
     }
 
     /// The least pending time that is complete (below `frontier`), with its
     /// data and a capability for it.
-    fn next_complete(
+    pub(crate) fn next_complete(
         &mut self,
         frontier: Option<Time>,
     ) -> Option<(Capability<Time>, Time, Vec<D>)> {
@@ -127,7 +139,7 @@ impl<D> Pending<D> {
     }
 
     /// Moves the held capability up to the least pending time, or drops it.
-    fn release(&mut self) {
+    pub(crate) fn release(&mut self) {
         release(&mut self.held, &self.by_time);
     }
 }
@@ -211,14 +223,7 @@ where
                         .delayed(&t);
                     output.session(&cap).give_iterator(batch.into_iter());
                 }
-                match pending.keys().next() {
-                    Some(&t) => {
-                        if let Some(h) = held.as_mut() {
-                            h.downgrade(&t)
-                        }
-                    }
-                    None => held = None,
-                }
+                release(&mut held, &pending);
             }
         })
         .as_collection()

@@ -102,6 +102,47 @@ fn split<'a>(
     (Orders { facts, known }, due)
 }
 
+/// A per-user reduce over the user's order facts and delivery timers: each
+/// timer that may fire in the evaluated bucket is tried at `τ = T` and then
+/// at later known times; once its delivery is known, `eval(user, orders,
+/// (stage, t, o), T, τ)` decides.
+fn delivery_kind<'s, E>(
+    campaign: &str,
+    what: &str,
+    clock: Clock,
+    facts: Coll<'s, (User, (At, OrderFact))>,
+    delays: Vec<Time>,
+    eval: E,
+) -> Coll<'s, Request>
+where
+    E: Fn(&str, &Orders, (u8, Time, &str), Time, Time) -> Step<(Candidate, Lookup)> + 'static,
+{
+    with_timers(campaign, clock, facts, delays.clone()).reduce_named(
+        &format!("{campaign}: {what}"),
+        move |user, input, output| {
+            let (orders, due) = split(input, &delays);
+            let ev = Evaluated::new(clock, &orders.known, due.iter().map(|d| d.0));
+            let mut found = Vec::new();
+            timer_firings(
+                ev,
+                &orders.known,
+                &due,
+                |&(stage, t, o), tau| {
+                    if !orders.delivered(o, t, tau) {
+                        return Step::Retry;
+                    }
+                    let end = t.saturating_add(delays[stage as usize]);
+                    eval(user, &orders, (stage, t, o), end, tau)
+                },
+                &mut found,
+            );
+            for (tau, (c, l)) in found {
+                output.push(((tau, c, l), 1));
+            }
+        },
+    )
+}
+
 /// For each `order_delivered(u, o)` at `t`: at `T = t + delay`, the first
 /// of the order's items (by descending price) that has a co-purchased
 /// product not in the order and not bought by `u` before gets the `top_n`
@@ -114,66 +155,51 @@ pub fn complementary<'s>(
     clock: Clock,
     facts: Coll<'s, (User, (At, OrderFact))>,
 ) -> Coll<'s, Request> {
-    let delays = vec![params.delay_ms];
     let (top_n, window_ms) = (params.top_n, params.window_ms);
     let name = campaign.to_string();
-    with_timers(campaign, clock, facts, delays.clone()).reduce_named(
-        &format!("{campaign}: complementary"),
-        move |user, input, output| {
-            let (orders, due) = split(input, &delays);
-            let ev = Evaluated::new(clock, &orders.known, due.iter().map(|d| d.0));
-            let mut found = Vec::new();
-            timer_firings(
-                ev,
-                &orders.known,
-                &due,
-                |&(_, t, o), tau| {
-                    if !orders.delivered(o, t, tau) {
-                        return Step::Retry;
+    delivery_kind(
+        campaign,
+        "complementary",
+        clock,
+        facts,
+        vec![params.delay_ms],
+        move |user, orders, (_, _, o), end, tau| {
+            let placed = || {
+                orders.facts.iter().filter_map(|(at, f)| match f {
+                    OrderFact::Placed { order_id, items } if at.known <= tau => {
+                        Some((at, order_id, items))
                     }
-                    let end = t.saturating_add(delays[0]);
-                    let placed = || {
-                        orders.facts.iter().filter_map(|(at, f)| match f {
-                            OrderFact::Placed { order_id, items } if at.known <= tau => {
-                                Some((at, order_id, items))
-                            }
-                            _ => None,
-                        })
-                    };
-                    let Some((_, _, items)) = placed().find(|(_, id, _)| id.as_str() == o) else {
-                        return Step::Retry;
-                    };
-                    let mut lines: Vec<(Product, Option<Money>)> = Vec::new();
-                    for i in items {
-                        if !lines.iter().any(|(p, _)| *p == i.product_id) {
-                            lines.push((i.product_id.clone(), i.price));
-                        }
-                    }
-                    let mut bought: Vec<Product> = placed()
-                        .filter(|(at, _, _)| at.ts() <= end)
-                        .flat_map(|(_, _, items)| items.iter().map(|i| i.product_id.clone()))
-                        .collect();
-                    bought.sort();
-                    bought.dedup();
-                    let c = Candidate {
-                        order_id: Some(o.to_string()),
-                        ..Candidate::new(&name, "complementary", &[user, o], Vec::new())
-                    };
-                    Step::Fire((
-                        c,
-                        Lookup::CoPurchase {
-                            items: lines,
-                            bought,
-                            top_n,
-                            window_ms,
-                        },
-                    ))
-                },
-                &mut found,
-            );
-            for (tau, (c, l)) in found {
-                output.push(((tau, c, l), 1));
+                    _ => None,
+                })
+            };
+            let Some((_, _, items)) = placed().find(|(_, id, _)| id.as_str() == o) else {
+                return Step::Retry;
+            };
+            let mut lines: Vec<(Product, Option<Money>)> = Vec::new();
+            for i in items {
+                if !lines.iter().any(|(p, _)| *p == i.product_id) {
+                    lines.push((i.product_id.clone(), i.price));
+                }
             }
+            let mut bought: Vec<Product> = placed()
+                .filter(|(at, _, _)| at.ts() <= end)
+                .flat_map(|(_, _, items)| items.iter().map(|i| i.product_id.clone()))
+                .collect();
+            bought.sort();
+            bought.dedup();
+            let c = Candidate {
+                order_id: Some(o.to_string()),
+                ..Candidate::new(&name, "complementary", &[user, o], Vec::new())
+            };
+            Step::Fire((
+                c,
+                Lookup::CoPurchase {
+                    items: lines,
+                    bought,
+                    top_n,
+                    window_ms,
+                },
+            ))
         },
     )
 }
@@ -190,47 +216,28 @@ pub fn review_request<'s>(
     let mut delays = vec![params.delay_ms];
     delays.extend(params.reminder_ms);
     let name = campaign.to_string();
-    with_timers(campaign, clock, facts, delays.clone()).reduce_named(
-        &format!("{campaign}: review request"),
-        move |user, input, output| {
-            let (orders, due) = split(input, &delays);
-            let ev = Evaluated::new(clock, &orders.known, due.iter().map(|d| d.0));
-            let mut found = Vec::new();
-            timer_firings(
-                ev,
-                &orders.known,
-                &due,
-                |&(stage, t, o), tau| {
-                    if !orders.delivered(o, t, tau) {
-                        return Step::Retry;
-                    }
-                    let end = t.saturating_add(delays[stage as usize]);
-                    let reviewed = orders.facts.iter().any(|(at, f)| {
-                        at.known <= tau
-                            && at.ts() <= end
-                            && matches!(f, OrderFact::Review { order_id } if order_id == o)
-                    });
-                    if reviewed {
-                        return Step::Stop;
-                    }
-                    let stage_name = (stage + 1).to_string();
-                    let c = Candidate {
-                        order_id: Some(o.to_string()),
-                        reminder: (stage > 0).then_some(true),
-                        ..Candidate::new(
-                            &name,
-                            "review_request",
-                            &[user, o, &stage_name],
-                            Vec::new(),
-                        )
-                    };
-                    Step::Fire((c, Lookup::Enrich))
-                },
-                &mut found,
-            );
-            for (tau, (c, l)) in found {
-                output.push(((tau, c, l), 1));
+    delivery_kind(
+        campaign,
+        "review request",
+        clock,
+        facts,
+        delays,
+        move |user, orders, (stage, _, o), end, tau| {
+            let reviewed = orders.facts.iter().any(|(at, f)| {
+                at.known <= tau
+                    && at.ts() <= end
+                    && matches!(f, OrderFact::Review { order_id } if order_id == o)
+            });
+            if reviewed {
+                return Step::Stop;
             }
+            let stage_name = (stage + 1).to_string();
+            let c = Candidate {
+                order_id: Some(o.to_string()),
+                reminder: (stage > 0).then_some(true),
+                ..Candidate::new(&name, "review_request", &[user, o, &stage_name], Vec::new())
+            };
+            Step::Fire((c, Lookup::Enrich))
         },
     )
 }

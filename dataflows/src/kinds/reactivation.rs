@@ -16,7 +16,7 @@ use timely::dataflow::operators::Capability;
 
 use crate::catalog::{Lookup, Request};
 use crate::model::{Item, Seq, Time};
-use crate::operators::{Candidate, Clock, Coll};
+use crate::operators::{frontier_time, hold, release_to, Candidate, Clock, Coll};
 use crate::state::{At, Product, User};
 
 /// The reactivation campaigns, as stages: each distinct `after` (ms,
@@ -78,21 +78,25 @@ pub fn reactivation<'s>(
                             if r > 0 {
                                 let t = t.max(least);
                                 pending.entry(t).or_default().push(v);
-                                if held.as_ref().is_none_or(|h| *h.time() > t) {
-                                    held = Some(cap.delayed(&t, 0));
-                                }
+                                hold(&mut held, &cap, t);
                             }
                         }
                     });
-                    let f = frontier.frontier().iter().next().copied();
+                    // The least time with facts or checks pending.
+                    let least =
+                        |pending: &BTreeMap<Time, Vec<Visit>>,
+                         timers: &BTreeMap<Time, Vec<(Time, User)>>| {
+                            pending
+                                .keys()
+                                .next()
+                                .copied()
+                                .into_iter()
+                                .chain(timers.keys().next().copied())
+                                .min()
+                        };
+                    let f = frontier_time(frontier);
                     loop {
-                        let next = pending
-                            .keys()
-                            .next()
-                            .copied()
-                            .into_iter()
-                            .chain(timers.keys().next().copied())
-                            .min();
+                        let next = least(&pending, &timers);
                         let Some(t) = next.filter(|&t| f.is_none_or(|f| t < f)) else {
                             break;
                         };
@@ -219,21 +223,7 @@ pub fn reactivation<'s>(
                             }
                         }
                     }
-                    let least = pending
-                        .keys()
-                        .next()
-                        .copied()
-                        .into_iter()
-                        .chain(timers.keys().next().copied())
-                        .min();
-                    match least {
-                        Some(t) => {
-                            if let Some(h) = held.as_mut() {
-                                h.downgrade(&t)
-                            }
-                        }
-                        None => held = None,
-                    }
+                    release_to(&mut held, least(&pending, &timers));
                 }
             },
         )
