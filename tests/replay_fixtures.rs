@@ -513,3 +513,27 @@ fn language_outlives_event_retention() {
     assert_eq!(t.language.as_deref(), Some("az"));
     assert_eq!(t.timezone.as_deref(), Some("Asia/Baku"));
 }
+
+/// State leaving its retention window must not make an old timer fire: a
+/// session of a product view then a category view never fires
+/// `abandoned_category`, also not once the view is forgotten after
+/// `retention.activity_ms` (31 d) while the category view is still held
+/// (regression: the session reduce re-evaluated the truncated session).
+#[test]
+fn retention_never_fires_old_timers() {
+    const D: u64 = 24 * H;
+    let ev = |id: &str, ts: u64, ty: &str, extra: &str| {
+        format!(
+            "{{\"topic\":\"tracking\",\"value\":{{\"event_id\":\"{id}\",\"type\":\"{ty}\",\"ts\":{},\"user_id\":\"u\"{extra}}}}}\n",
+            T0 + ts
+        )
+    };
+    let text = [
+        ev("e1", 0, "product_view", ",\"product_id\":\"p1\""),
+        ev("e2", M, "category_view", ",\"category_id\":\"c1\""),
+        ev("e3", 40 * D, "app_open", ""),
+    ]
+    .concat();
+    let s = replay_all(&text, &only("abandoned_category"), None);
+    assert!(s.triggers.is_empty(), "{:?}", s.triggers);
+}

@@ -470,7 +470,8 @@ impl Candidate {
 pub type Ready = (String, (Time, Candidate, Option<String>, Option<String>));
 
 /// Emits a trigger record the first time each `trigger_id` appears in
-/// `ready`, with `ts = τ`, once the frontier has passed its bucket. Ids are
+/// `ready`, with `ts = τ`, once the frontier has passed its bucket.
+/// Candidates whose `τ` lies before the bucket they arrive in are dropped. Ids are
 /// remembered for `remember_ms` after firing, which bounds memory.
 /// Each record carries its campaign's pass-through metadata from `meta`.
 pub fn fire_once<'s>(
@@ -497,7 +498,11 @@ pub fn fire_once<'s>(
                     consolidate_updates(&mut batch);
                     let mut session = output.session(&cap);
                     for ((user, (tau, cand, language, timezone)), _t, r) in batch {
-                        if r <= 0 || fired.contains(&cand.trigger_id) {
+                        // A firing's τ is never before the bucket it is found in
+                        // (late facts are applied at the frontier): an older one
+                        // is a re-evaluation after state left a retention
+                        // window, never a new firing.
+                        if r <= 0 || tau < t || fired.contains(&cand.trigger_id) {
                             continue;
                         }
                         fired.insert(
