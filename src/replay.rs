@@ -151,6 +151,14 @@ struct Output {
 }
 
 impl Output {
+    /// Nothing fired yet; records will go to `sink`.
+    fn new(sink: Sink) -> Self {
+        Output {
+            pending: Mutex::new(Vec::new()),
+            sink: Mutex::new((sink, None, 0)),
+        }
+    }
+
     /// Hands the pending records with `ts < limit` (all for `None`) to the
     /// sink, sorted. Records are final once their bucket is complete, and a
     /// record's `ts` is never before the bucket it is emitted at, so the
@@ -243,10 +251,7 @@ pub fn replay_into(
     let barrier = Arc::new(Barrier::new(workers));
     let counts = Arc::new(Mutex::new((0u64, 0u64)));
     let closed = Arc::new(AtomicU64::new(0));
-    let output = Arc::new(Output {
-        pending: Mutex::new(Vec::new()),
-        sink: Mutex::new((sink, None, 0)),
-    });
+    let output = Arc::new(Output::new(sink));
 
     let result = {
         let counts = counts.clone();
@@ -409,10 +414,7 @@ where
     let close_at = Arc::new(AtomicU64::new(Time::MAX));
     let barrier = Arc::new(Barrier::new(workers));
     let counts = Arc::new(Mutex::new((0u64, 0u64)));
-    let output = Arc::new(Output {
-        pending: Mutex::new(Vec::new()),
-        sink: Mutex::new((sink, None, 0)),
-    });
+    let output = Arc::new(Output::new(sink));
     let result = {
         let counts = counts.clone();
         let max_ts = max_ts.clone();
@@ -559,25 +561,4 @@ pub fn file_sink(path: &Path) -> Result<Sink, ReplayError> {
         }
         out.flush()
     }))
-}
-
-/// Writes trigger records as JSON lines to `path` (`-` for stdout).
-pub fn write_triggers(path: &Path, triggers: &[Trigger]) -> Result<(), ReplayError> {
-    let err = |source| ReplayError::Output {
-        path: path.display().to_string(),
-        source,
-    };
-    let mut out: Box<dyn Write> = if path.as_os_str() == "-" {
-        Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
-    } else {
-        Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).map_err(err)?,
-        ))
-    };
-    for t in triggers {
-        out.write_all(&crate::codec::encode_trigger(t))
-            .map_err(err)?;
-        out.write_all(b"\n").map_err(err)?;
-    }
-    out.flush().map_err(err)
 }

@@ -21,7 +21,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::Capability;
 
 use crate::model::{CatalogMsg, Item, Money, PriceMsg, StockMsg, Time};
-use crate::operators::{frontier_time, hold, release, Candidate, Coll, Pending};
+use crate::operators::{frontier_time, hold, next_complete_of, release, Candidate, Coll, Pending};
 use crate::state::{Basket, Product, User};
 
 /// What a candidate needs from the product side before it can fire.
@@ -270,7 +270,7 @@ impl Products {
     }
 
     fn deleted(&self, p: &str) -> bool {
-        self.entry(p).is_some_and(|e| e.deleted)
+        deleted(&self.by_id, p)
     }
 
     /// A recommended product: its id and current price.
@@ -301,6 +301,14 @@ impl Products {
             }
         }
     }
+}
+
+/// Whether the product's latest catalog entry marks it deleted.
+fn deleted(by_id: &HashMap<Product, ProductState>, p: &str) -> bool {
+    by_id
+        .get(p)
+        .and_then(|s| s.entry.as_ref())
+        .is_some_and(|e| e.deleted)
 }
 
 /// The window of `window_ms`, moved to `now`.
@@ -377,13 +385,7 @@ impl Products {
                             .filter(|(b, n)| **n > 0 && !excluded.contains(b))
                             .map(|(b, n)| (*n, b))
                             .collect();
-                        found.retain(|(_, b)| {
-                            !self
-                                .by_id
-                                .get(*b)
-                                .and_then(|s| s.entry.as_ref())
-                                .is_some_and(|e| e.deleted)
-                        });
+                        found.retain(|(_, b)| !deleted(&self.by_id, b));
                         if found.is_empty() {
                             continue;
                         }
@@ -485,19 +487,8 @@ pub fn resolve<'s>(
                             }
                         }
                     });
-                    let f = match (frontier_time(f1), frontier_time(f2)) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                    let done = |t: Time| f.is_none_or(|f| t < f);
-                    loop {
-                        let next_fact = pending_facts.keys().next().copied().filter(|&t| done(t));
-                        let next_req = pending_requests.keys().next().copied().filter(|&t| done(t));
-                        let t = match (next_fact, next_req) {
-                            (None, None) => break,
-                            (Some(a), Some(b)) => a.min(b),
-                            (a, b) => a.or(b).expect("one is some"),
-                        };
+                    while let Some(t) = next_complete_of(&pending_facts, &pending_requests, f1, f2)
+                    {
                         let mut facts = pending_facts.remove(&t).unwrap_or_default();
                         facts.sort_by(|a, b| (a.at(), a).cmp(&(b.at(), b)));
                         let mut reqs = pending_requests.remove(&t).unwrap_or_default();

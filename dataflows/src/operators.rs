@@ -63,6 +63,28 @@ pub(crate) fn frontier_time(
     frontier.frontier().iter().next().copied()
 }
 
+/// The least pending time of either map that is complete: below both input
+/// frontiers (`f1`, `f2`; an empty frontier is closed).
+pub(crate) fn next_complete_of<A, B>(
+    a: &BTreeMap<Time, A>,
+    b: &BTreeMap<Time, B>,
+    f1: &timely::progress::frontier::MutableAntichain<Time>,
+    f2: &timely::progress::frontier::MutableAntichain<Time>,
+) -> Option<Time> {
+    let f = match (frontier_time(f1), frontier_time(f2)) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    };
+    let least = a
+        .keys()
+        .next()
+        .into_iter()
+        .chain(b.keys().next())
+        .min()
+        .copied()?;
+    f.is_none_or(|f| least < f).then_some(least)
+}
+
 /// Keeps `held` at or below `t`, deriving a capability from `cap` if needed:
 /// operators hold one capability, at their least pending time.
 pub(crate) fn hold(
@@ -649,20 +671,7 @@ where
                         pending_facts.entry(t).or_default().push((f, r));
                     }
                 });
-                // Complete times: below both input frontiers.
-                let f = match (frontier_time(f1), frontier_time(f2)) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                let done = |t: Time| f.is_none_or(|f| t < f);
-                loop {
-                    let next_fact = pending_facts.keys().next().copied().filter(|&t| done(t));
-                    let next_event = pending_events.keys().next().copied().filter(|&t| done(t));
-                    let t = match (next_fact, next_event) {
-                        (None, None) => break,
-                        (Some(a), Some(b)) => a.min(b),
-                        (a, b) => a.or(b).expect("one is some"),
-                    };
+                while let Some(t) = next_complete_of(&pending_facts, &pending_events, f1, f2) {
                     if let Some(batch) = pending_facts.remove(&t) {
                         for ((k, fact), r) in batch {
                             let facts = state.entry(k.clone()).or_default();
