@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::campaign::Filters;
 
 use crate::model::{Channel, Time};
-use crate::operators::{evaluate_with_facts, Candidate, Clock, Coll, Ready};
+use crate::operators::{evaluate_with_facts, Candidate, Coll, Ready};
 use crate::state::{At, User, UserFact};
 
 /// Opted out at `τ`: on the facts known at `τ`, in application order, the
@@ -81,23 +81,20 @@ fn passes<'a>(
 pub fn gate<'s>(
     candidates: Coll<'s, (User, (Time, Candidate))>,
     facts: Coll<'s, (User, (At, UserFact))>,
-    clock: Clock,
     filters: HashMap<String, Filters>,
 ) -> Coll<'s, Ready> {
     evaluate_with_facts(
         candidates,
         facts,
-        clock,
         "Gate: opt-out, filters, language, timezone",
-        false,
         move |user: &User,
-              (tau, cand): &(Time, Candidate),
+              (tau, cand): (Time, Candidate),
               facts: &BTreeMap<(At, UserFact), isize>,
               out: &mut Vec<Ready>| {
             let visible = || {
                 facts
                     .keys()
-                    .filter(|(at, _)| at.known <= *tau)
+                    .filter(move |(at, _)| at.known <= tau)
                     .map(|(at, f)| (at, f))
             };
             if opted_out(visible()) {
@@ -120,11 +117,11 @@ pub fn gate<'s>(
                 }
             }
             if let Some(f) = filters.get(&cand.campaign) {
-                if !passes(f, *tau, cand, language.as_ref(), visible()) {
+                if !passes(f, tau, &cand, language.as_ref(), visible()) {
                     return;
                 }
             }
-            out.push((user.clone(), (*tau, cand.clone(), language, timezone)));
+            out.push((user.clone(), (tau, cand, language, timezone)));
         },
     )
 }

@@ -45,8 +45,7 @@ pub fn build<'s>(
         _ => None,
     });
     let events = dedup_events(tracking.inner, retention.dedup_ms);
-    let events = state::retain_events(events, clock, retention);
-    let resolved = state::resolve_users(events);
+    let resolved = state::Resolved::new(events, clock, retention);
 
     let product_msgs = records.clone().flat_map(|r| match r {
         Input::Price(p) => Some(ProductMsg::Price(p)),
@@ -65,11 +64,13 @@ pub fn build<'s>(
     );
     let changes = product_changes(product_msgs);
 
-    let cart_ops = state::cart_ops(resolved.clone());
-    let activity = state::activity(resolved.clone());
-    let lists_by_product = state::lists_by_product(resolved.clone());
-    let order_facts = state::order_facts(resolved.clone());
-    let scope = resolved.scope();
+    // Derived collections are built once, and only when a campaign reads
+    // them (each holds its records' retractions).
+    let mut cart_ops = None;
+    let mut activity = None;
+    let mut lists_by_product = None;
+    let mut order_facts = None;
+    let scope = resolved.events.scope();
 
     // Kinds that need the product side, and kinds that share one operator.
     let mut firings = Vec::new();
@@ -85,7 +86,9 @@ pub fn build<'s>(
                 name,
                 p,
                 clock,
-                cart_ops.clone(),
+                cart_ops
+                    .get_or_insert_with(|| state::cart_ops(&resolved))
+                    .clone(),
                 prices.clone(),
             )),
             Kind::AbandonedBrowse(p) => sessions.push(SessionCampaign {
@@ -116,44 +119,58 @@ pub fn build<'s>(
             }
             Kind::PriceDrop(p) => {
                 let views = state::views_by_product(
-                    resolved.clone(),
-                    clock,
+                    &resolved,
                     p.view_window_ms,
                     &format!("{name}: views in window"),
                 );
                 firings.push(kinds::price_drop(
                     name,
                     p,
-                    clock,
                     changes.clone(),
-                    lists_by_product.clone(),
+                    lists_by_product
+                        .get_or_insert_with(|| state::lists_by_product(&resolved))
+                        .clone(),
                     views,
                 ))
             }
             Kind::BackInStock(_) => firings.push(kinds::back_in_stock(
                 name,
-                clock,
                 changes.clone(),
-                lists_by_product.clone(),
+                lists_by_product
+                    .get_or_insert_with(|| state::lists_by_product(&resolved))
+                    .clone(),
             )),
             Kind::WishlistReminder(p) => requests.push(kinds::wishlist_reminder(
                 name,
                 p,
                 clock,
-                state::wishlist_ops(resolved.clone()),
+                state::wishlist_ops(&resolved),
             )),
             Kind::Complementary(p) => {
                 windows.pairs_ms.push(p.window_ms);
-                requests.push(kinds::complementary(name, p, clock, order_facts.clone()))
+                requests.push(kinds::complementary(
+                    name,
+                    p,
+                    clock,
+                    order_facts
+                        .get_or_insert_with(|| state::order_facts(&resolved))
+                        .clone(),
+                ))
             }
-            Kind::ReviewRequest(p) => {
-                requests.push(kinds::review_request(name, p, clock, order_facts.clone()))
-            }
-            Kind::CancelledAlternative(p) => requests.push(kinds::cancelled_alternative(
+            Kind::ReviewRequest(p) => requests.push(kinds::review_request(
                 name,
                 p,
                 clock,
-                order_facts.clone(),
+                order_facts
+                    .get_or_insert_with(|| state::order_facts(&resolved))
+                    .clone(),
+            )),
+            Kind::CancelledAlternative(p) => requests.push(kinds::cancelled_alternative(
+                name,
+                p,
+                order_facts
+                    .get_or_insert_with(|| state::order_facts(&resolved))
+                    .clone(),
             )),
             Kind::NewInCategory(p) => {
                 let listed = new_products
@@ -169,13 +186,16 @@ pub fn build<'s>(
                     p,
                     clock,
                     listed,
-                    state::category_views(resolved.clone()),
+                    state::category_views(&resolved),
                 ))
             }
             Kind::Reactivation(p) => stages.add(name, &p.after_ms),
         }
     }
     if !sessions.is_empty() {
+        let activity = activity
+            .get_or_insert_with(|| state::activity(&resolved))
+            .clone();
         requests.push(kinds::session_kinds(sessions, clock, activity));
     }
     if !stages.stages.is_empty() {
@@ -183,7 +203,11 @@ pub fn build<'s>(
             stages,
             clock,
             retention.activity_ms,
-            state::visits(resolved.clone()),
+            state::visits(
+                activity
+                    .get_or_insert_with(|| state::activity(&resolved))
+                    .clone(),
+            ),
         ));
     }
     for f in firings {
@@ -199,8 +223,7 @@ pub fn build<'s>(
         Input::Tracking(_) => None,
     });
     if !(windows.sales_ms.is_empty() && windows.pairs_ms.is_empty()) {
-        product_facts =
-            product_facts.concat(state::baskets(resolved.clone()).map(ProductInput::Order));
+        product_facts = product_facts.concat(state::baskets(&resolved).map(ProductInput::Order));
     }
     let requests = differential_dataflow::collection::concatenate(scope, requests);
     let candidates = catalog::resolve(product_facts, requests, windows);
@@ -220,8 +243,7 @@ pub fn build<'s>(
     let activity_ms = filters.values().filter_map(|f| f.active_within_ms).max();
     let ready = gate::gate(
         candidates,
-        operators::context_changes(state::user_facts(resolved, clock, orders_ms, activity_ms)),
-        clock,
+        operators::context_changes(state::user_facts(&resolved, orders_ms, activity_ms)),
         filters,
     );
     fire_once(ready, retention.fired_ms, meta)

@@ -166,43 +166,69 @@ impl<D> Pending<D> {
     }
 }
 
-/// Ids remembered until a time: once the frontier passes it, they are forgotten.
-struct Remembered {
-    until: HashMap<String, Time>,
-    expiries: BTreeMap<Time, Vec<String>>,
+/// Ids remembered until a time: once the frontier passes it, they are
+/// forgotten. One map entry per id (the time it is kept until); forgotten
+/// entries are swept out in one pass once the map has doubled since the
+/// last sweep, so the memory per remembered id is one key and one time.
+pub(crate) struct Remembered<K> {
+    until: HashMap<K, Time, foldhash::fast::RandomState>,
+    /// Ids kept until before this time are forgotten (the frontier at the
+    /// last `forget_before`).
+    horizon: Time,
+    /// Entries left by the last sweep.
+    swept_len: usize,
 }
 
-impl Remembered {
-    fn new() -> Self {
+impl<K: std::hash::Hash + Eq> Remembered<K> {
+    pub(crate) fn new() -> Self {
         Remembered {
-            until: HashMap::new(),
-            expiries: BTreeMap::new(),
+            until: HashMap::default(),
+            horizon: 0,
+            swept_len: 0,
         }
     }
 
-    fn contains(&self, id: &str) -> bool {
-        self.until.contains_key(id)
+    pub(crate) fn contains<Q>(&self, id: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.until.get(id).is_some_and(|&u| u >= self.horizon)
     }
 
-    fn insert(&mut self, id: String, until: Time) {
-        self.expiries.entry(until).or_default().push(id.clone());
+    pub(crate) fn insert(&mut self, id: K, until: Time) {
         self.until.insert(id, until);
     }
 
     /// Forgets the ids whose time is below `frontier` (all, when it is empty).
-    fn forget_before(&mut self, frontier: Option<Time>) {
-        let horizon = frontier.unwrap_or(Time::MAX);
-        while let Some(entry) = self.expiries.first_entry() {
-            if *entry.key() >= horizon {
-                break;
-            }
-            for id in entry.remove() {
-                if self.until.get(&id).is_some_and(|&u| u < horizon) {
-                    self.until.remove(&id);
-                }
+    pub(crate) fn forget_before(&mut self, frontier: Option<Time>) {
+        let Some(horizon) = frontier else {
+            self.horizon = Time::MAX;
+            self.until = HashMap::default();
+            return;
+        };
+        self.horizon = horizon;
+        if self.until.len() > (2 * self.swept_len).max(1 << 14) {
+            self.until.retain(|_, u| *u >= horizon);
+            self.swept_len = self.until.len();
+            if self.until.capacity() > 4 * self.swept_len.max(1 << 14) {
+                self.until.shrink_to_fit();
             }
         }
     }
+}
+
+/// The key `fire_once` remembers a trigger id by: the 128 bits its hex
+/// spells ([`crate::state::trigger_id`]), or, for any other text, a hash of it.
+fn trigger_key(id: &str) -> u128 {
+    if id.len() == 32 {
+        if let Ok(k) = u128::from_str_radix(id, 16) {
+            return k;
+        }
+    }
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(id.as_bytes());
+    u128::from_be_bytes(h[..16].try_into().expect("16 bytes")) ^ 1
 }
 
 /// Holds updates whose time is beyond the input frontier, releasing each
@@ -301,7 +327,7 @@ pub fn dedup_events<'s>(
             "DedupEventId",
             move |_cap, _info| {
                 let mut pending = Pending::new();
-                let mut seen = Remembered::new();
+                let mut seen: Remembered<Box<str>> = Remembered::new();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         let Some(&least) = cap.least() else { return };
@@ -316,10 +342,13 @@ pub fn dedup_events<'s>(
                         batch.sort();
                         let mut session = output.session(&cap);
                         for e in batch {
-                            if seen.contains(&e.event_id) {
+                            if seen.contains(e.event_id.as_str()) {
                                 continue;
                             }
-                            seen.insert(e.event_id.clone(), e.ts.saturating_add(window_ms).max(t));
+                            seen.insert(
+                                e.event_id.as_str().into(),
+                                e.ts.saturating_add(window_ms).max(t),
+                            );
                             session.give((e, t, 1isize));
                         }
                     }
@@ -502,11 +531,14 @@ pub fn fire_once<'s>(
     meta: HashMap<String, crate::campaign::Meta>,
 ) -> Stream<'s, Time, Vec<Trigger>> {
     ready.inner.unary_frontier(
-        Exchange::new(|u: &(Ready, Time, isize)| (u.0).1 .1.trigger_id.hashed()),
+        // By user: every kind's id names its user (triggers.md), so all
+        // repeats of an id meet on one worker, the worker the gate already
+        // put them on.
+        Exchange::new(|u: &(Ready, Time, isize)| (u.0).0.hashed()),
         "FireOnce",
         move |_cap, _info| {
             let mut pending = Pending::new();
-            let mut fired = Remembered::new();
+            let mut fired: Remembered<u128> = Remembered::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     let Some(&least) = cap.least() else { return };
@@ -524,13 +556,11 @@ pub fn fire_once<'s>(
                         // (late facts are applied at the frontier): an older one
                         // is a re-evaluation after state left a retention
                         // window, never a new firing.
-                        if r <= 0 || tau < t || fired.contains(&cand.trigger_id) {
+                        let key = trigger_key(&cand.trigger_id);
+                        if r <= 0 || tau < t || fired.contains(&key) {
                             continue;
                         }
-                        fired.insert(
-                            cand.trigger_id.clone(),
-                            t.max(tau).saturating_add(remember_ms),
-                        );
+                        fired.insert(key, t.max(tau).saturating_add(remember_ms));
                         let m = meta.get(&cand.campaign);
                         session.give(Trigger {
                             priority: m.and_then(|m| m.priority),
@@ -629,9 +659,7 @@ type KeyedUpdate<K, F> = ((K, F), isize);
 pub fn evaluate_with_facts<'s, K, E, F, O, L>(
     events: Coll<'s, (K, E)>,
     facts: Coll<'s, (K, F)>,
-    clock: Clock,
     name: &str,
-    transient: bool,
     mut logic: L,
 ) -> Coll<'s, O>
 where
@@ -639,7 +667,7 @@ where
     E: ExchangeData,
     F: ExchangeData,
     O: Data,
-    L: FnMut(&K, &E, &BTreeMap<F, isize>, &mut Vec<O>) + 'static,
+    L: FnMut(&K, E, &BTreeMap<F, isize>, &mut Vec<O>) + 'static,
 {
     use timely::dataflow::operators::generic::operator::Operator as _;
     let out = events.inner.binary_frontier(
@@ -689,15 +717,12 @@ where
                         batch.sort();
                         let empty = BTreeMap::new();
                         for (k, e) in batch {
-                            logic(&k, &e, state.get(&k).unwrap_or(&empty), &mut found);
+                            logic(&k, e, state.get(&k).unwrap_or(&empty), &mut found);
                         }
                         if !found.is_empty() {
                             let cap = held.as_ref().expect("held capability").delayed(&t);
                             let mut session = output.session(&cap);
                             for x in found.drain(..) {
-                                if transient {
-                                    session.give((x.clone(), t + clock.bucket_ms, -1isize));
-                                }
                                 session.give((x, t, 1isize));
                             }
                         }
@@ -707,16 +732,15 @@ where
             }
         },
     );
-    hold_future(out.as_collection(), &format!("{name}: expire"))
+    out.as_collection()
 }
 
 /// Product events (price drops, restocks) evaluated against the facts users
 /// hold about the product (see [`evaluate_with_facts`]); outputs are
-/// transient candidates `(user, (τ, candidate))`.
+/// candidates `(user, (τ, candidate))`, insertions only.
 pub fn product_audience<'s, L>(
     changes: Coll<'s, (String, ProductChange)>,
     facts: Coll<'s, crate::state::ByProduct>,
-    clock: Clock,
     name: &str,
     mut logic: L,
 ) -> Coll<'s, (String, (Time, Candidate))>
@@ -727,10 +751,8 @@ where
     evaluate_with_facts(
         changes,
         facts,
-        clock,
         name,
-        true,
-        move |p: &String, change, facts, out| logic(p, change, facts, out),
+        move |p: &String, change, facts, out| logic(p, &change, facts, out),
     )
 }
 

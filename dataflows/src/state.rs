@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::campaign::Retention;
 use crate::model::{Body, Event, Seq, Time};
-use crate::operators::{with_expiry, Clock, Coll};
+use differential_dataflow::AsCollection;
+use timely::dataflow::operators::vec::Map;
+
+use crate::operators::{hold_future, with_expiry, Clock, Coll};
 
 /// A user id.
 pub type User = String;
@@ -38,39 +41,112 @@ impl At {
     }
 }
 
-/// Attaches to every tracking event its retraction at the end of its
-/// retention window (consent and forget are never forgotten).
-pub fn retain_events<'s>(
-    events: Coll<'s, Event>,
-    clock: Clock,
-    retention: &Retention,
-) -> Coll<'s, Event> {
-    let r = retention.clone();
-    with_expiry(events, clock, "EventRetention", move |e: &Event| {
-        let base = match &e.body {
-            Body::Consent { .. } | Body::Forget => return None,
-            Body::Identify { .. } => r.identity_ms,
-            Body::CartAdd { .. }
-            | Body::CartRemove { .. }
-            | Body::WishlistAdd { .. }
-            | Body::WishlistRemove { .. }
-            | Body::OrderPlaced { .. } => r.cart_ms,
-            _ => r.activity_ms,
-        };
-        let ttl = if e.user_id.is_none() {
-            base.min(r.identity_ms)
-        } else {
-            base
-        };
-        Some(e.ts.saturating_add(ttl))
-    })
+/// When the retention of `e` ends (ms): `None` for never (consent and
+/// forget are never forgotten). Events with only an anonymous id are kept
+/// no longer than identities.
+pub fn retention_end(r: &Retention, e: &Event) -> Option<Time> {
+    let base = match &e.body {
+        Body::Consent { .. } | Body::Forget => return None,
+        Body::Identify { .. } => r.identity_ms,
+        Body::CartAdd { .. }
+        | Body::CartRemove { .. }
+        | Body::WishlistAdd { .. }
+        | Body::WishlistRemove { .. }
+        | Body::OrderPlaced { .. } => r.cart_ms,
+        _ => r.activity_ms,
+    };
+    let ttl = if e.user_id.is_none() {
+        base.min(r.identity_ms)
+    } else {
+        base
+    };
+    Some(e.ts.saturating_add(ttl))
+}
+
+/// Events resolved to their users, and what the collections derived from
+/// them need to forget them.
+///
+/// Retention is applied where state is kept, not to whole events: each
+/// derived collection ([`Resolved::derive`]) carries the retraction of each
+/// of its records at the end of the retention of the event it came from.
+/// Only those slim records wait for their retraction, instead of a copy of
+/// every event. (Anonymous events and identity links are retained before
+/// they are joined; their retractions reach the derived records through the
+/// join at the same time, and cancel against the derived ones.)
+#[derive(Clone)]
+pub struct Resolved<'s> {
+    /// `(user, event)`, insertions only for events with a `user_id`.
+    pub events: Coll<'s, (User, Event)>,
+    pub clock: Clock,
+    pub retention: Retention,
+}
+
+impl<'s> Resolved<'s> {
+    /// Resolves `events` (see [`resolve_users`]).
+    pub fn new(events: Coll<'s, Event>, clock: Clock, retention: &Retention) -> Self {
+        Resolved {
+            events: resolve_users(events, clock, retention),
+            clock,
+            retention: retention.clone(),
+        }
+    }
+
+    /// Records derived from each resolved event by `f`, each retracted at
+    /// the end of its event's retention.
+    pub fn derive<D, I, F>(&self, name: &str, f: F) -> Coll<'s, D>
+    where
+        D: differential_dataflow::Data,
+        I: IntoIterator<Item = D>,
+        F: Fn(User, Event) -> I + 'static,
+    {
+        self.derive_until(name, f, |_| None)
+    }
+
+    /// As [`Resolved::derive`], each record retracted at the earlier of its
+    /// event's retention end and `until(record)` (ms).
+    pub fn derive_until<D, I, F, U>(&self, name: &str, f: F, until: U) -> Coll<'s, D>
+    where
+        D: differential_dataflow::Data,
+        I: IntoIterator<Item = D>,
+        F: Fn(User, Event) -> I + 'static,
+        U: Fn(&D) -> Option<Time> + 'static,
+    {
+        let clock = self.clock;
+        let r = self.retention.clone();
+        let expiring = self
+            .events
+            .inner
+            .clone()
+            .flat_map(move |((u, e), t, diff)| {
+                let kept = retention_end(&r, &e);
+                let mut out = Vec::new();
+                for d in f(u, e) {
+                    let end = match (kept, until(&d)) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    if let Some(end) = end {
+                        out.push((d.clone(), t.max(clock.after(end)), -diff));
+                    }
+                    out.push((d, t, diff));
+                }
+                out
+            })
+            .as_collection();
+        hold_future(expiring, name)
+    }
 }
 
 /// Events resolved to the user they belong to. Events with a `user_id`
 /// belong to it; events with only an `anonymous_id` belong to the user the
 /// earliest `identify` of that anonymous id names, known from the later of
 /// their own known time and the link's; until then they belong to nobody.
-pub fn resolve_users<'s>(events: Coll<'s, Event>) -> Coll<'s, (User, Event)> {
+/// Anonymous events and identity links are retained here (see [`Resolved`]).
+pub fn resolve_users<'s>(
+    events: Coll<'s, Event>,
+    clock: Clock,
+    retention: &Retention,
+) -> Coll<'s, (User, Event)> {
     let links = events
         .clone()
         .flat_map(|e| match (&e.body, &e.user_id, &e.anonymous_id) {
@@ -78,29 +154,43 @@ pub fn resolve_users<'s>(events: Coll<'s, Event>) -> Coll<'s, (User, Event)> {
                 Some((a.clone(), (e.seq(), u.clone(), e.known)))
             }
             _ => None,
-        })
-        .reduce_named("IdentityLinks", |_anon, input, output| {
-            // Inputs are sorted: the first is the earliest identify.
-            let (_, user, known) = input[0].0;
-            output.push(((user.clone(), *known), 1));
         });
+    // An identify names its user: it is kept `identity_ms`.
+    let identity_ms = retention.identity_ms;
+    let links = with_expiry(
+        links,
+        clock,
+        "IdentityLinkRetention",
+        move |(_, (seq, _, _))| Some(seq.ts.saturating_add(identity_ms)),
+    )
+    .reduce_named("IdentityLinks", |_anon, input, output| {
+        // Inputs are sorted: the first is the earliest identify.
+        let (_, user, known) = input[0].0;
+        output.push(((user.clone(), *known), 1));
+    });
     let known = events
         .clone()
         .flat_map(|e| e.user_id.clone().map(|u| (u, e)));
-    let anonymous = events
-        .flat_map(|e| match (&e.user_id, &e.anonymous_id) {
-            (None, Some(a)) => Some((a.clone(), e)),
-            _ => None,
-        })
-        .arrange_by_key_named("Anonymous events by anonymous id")
-        .join_core(
-            links.arrange_by_key_named("Identity links by anonymous id"),
-            |_anon, e: &Event, (user, link_known): &(User, Time)| {
-                let mut e = e.clone();
-                e.known = e.known.max(*link_known);
-                Some((user.clone(), e))
-            },
-        );
+    let r = retention.clone();
+    let anonymous = events.flat_map(|e| match (&e.user_id, &e.anonymous_id) {
+        (None, Some(a)) => Some((a.clone(), e)),
+        _ => None,
+    });
+    let anonymous = with_expiry(
+        anonymous,
+        clock,
+        "AnonymousEventRetention",
+        move |(_, e)| retention_end(&r, e),
+    )
+    .arrange_by_key_named("Anonymous events by anonymous id")
+    .join_core(
+        links.arrange_by_key_named("Identity links by anonymous id"),
+        |_anon, e: &Event, (user, link_known): &(User, Time)| {
+            let mut e = e.clone();
+            e.known = e.known.max(*link_known);
+            Some((user.clone(), e))
+        },
+    );
     known.concat(anonymous)
 }
 
@@ -152,8 +242,8 @@ fn order_products(e: &Event) -> Option<Vec<Product>> {
 }
 
 /// Cart operations per user: `cart_add`, `cart_remove`, `order_placed`.
-pub fn cart_ops<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, AtOp)> {
-    resolved.flat_map(|(u, e)| {
+pub fn cart_ops<'s>(resolved: &Resolved<'s>) -> Coll<'s, (User, AtOp)> {
+    resolved.derive("CartOps", |u, e| {
         let op = match &e.body {
             Body::CartAdd {
                 product_id,
@@ -190,8 +280,8 @@ pub enum ProductFact {
 pub type ByProduct = (Product, (User, At, ProductFact));
 
 /// Cart and wishlist changes and orders, keyed by each product they touch.
-pub fn lists_by_product<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, ByProduct> {
-    resolved.flat_map(|(u, e)| {
+pub fn lists_by_product<'s>(resolved: &Resolved<'s>) -> Coll<'s, ByProduct> {
+    resolved.derive("ListsByProduct", |u, e| {
         let at = At::of(&e);
         let single = |p: &String, f: ProductFact| vec![(p.clone(), (u.clone(), at.clone(), f))];
         match &e.body {
@@ -211,20 +301,20 @@ pub fn lists_by_product<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, ByPro
 
 /// `product_view`s keyed by product, each kept until `window_ms` after its `ts`.
 pub fn views_by_product<'s>(
-    resolved: Coll<'s, (User, Event)>,
-    clock: Clock,
+    resolved: &Resolved<'s>,
     window_ms: Time,
     name: &str,
 ) -> Coll<'s, ByProduct> {
-    let views = resolved.flat_map(|(u, e)| match &e.body {
-        Body::ProductView { product_id, .. } => {
-            Some((product_id.clone(), (u, At::of(&e), ProductFact::Viewed)))
-        }
-        _ => None,
-    });
-    with_expiry(views, clock, name, move |(_p, (_u, at, _))| {
-        Some(at.ts().saturating_add(window_ms))
-    })
+    resolved.derive_until(
+        name,
+        |u, e| match &e.body {
+            Body::ProductView { product_id, .. } => {
+                Some((product_id.clone(), (u, At::of(&e), ProductFact::Viewed)))
+            }
+            _ => None,
+        },
+        move |(_p, (_u, at, _))| Some(at.ts().saturating_add(window_ms)),
+    )
 }
 
 /// Whether `p` is in the cart (`cart = true`) or wishlist of a user at `t`,
@@ -265,8 +355,8 @@ pub enum ActKind {
 }
 
 /// Activity per user (every tracking event but `identify`, `consent`, `forget`).
-pub fn activity<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, (At, ActKind))> {
-    resolved.flat_map(|(u, e)| {
+pub fn activity<'s>(resolved: &Resolved<'s>) -> Coll<'s, (User, (At, ActKind))> {
+    resolved.derive("Activity", |u, e| {
         if !e.body.is_activity() {
             return None;
         }
@@ -310,31 +400,37 @@ pub enum UserFact {
 /// Consents, forgets and context per user; with `orders_ms` /
 /// `activity_ms`, also each `order_placed` / activity event, kept that long
 /// after its `ts` (for the campaign filters).
+///
+/// Consents and forgets are never forgotten; context facts are read for
+/// their changes only ([`crate::operators::context_changes`] drops their
+/// retractions), so neither waits for a retraction.
 pub fn user_facts<'s>(
-    resolved: Coll<'s, (User, Event)>,
-    clock: Clock,
+    resolved: &Resolved<'s>,
     orders_ms: Option<Time>,
     activity_ms: Option<Time>,
 ) -> Coll<'s, (User, (At, UserFact))> {
-    let mut facts = base_user_facts(resolved.clone());
+    let mut facts = base_user_facts(resolved.events.clone());
     if orders_ms.is_some() || activity_ms.is_some() {
-        let marks = resolved.flat_map(move |(u, e)| {
-            let mut out = Vec::new();
-            if orders_ms.is_some() && matches!(e.body, Body::OrderPlaced { .. }) {
-                out.push((u.clone(), (At::of(&e), UserFact::Ordered)));
-            }
-            if activity_ms.is_some() && e.body.is_activity() {
-                out.push((u, (At::of(&e), UserFact::Active)));
-            }
-            out
-        });
-        let marks = with_expiry(marks, clock, "Filter facts", move |(_, (at, f))| {
-            let keep = match f {
-                UserFact::Ordered => orders_ms,
-                _ => activity_ms,
-            };
-            Some(at.ts().saturating_add(keep.unwrap_or(0)))
-        });
+        let marks = resolved.derive_until(
+            "Filter facts",
+            move |u, e| {
+                let mut out = Vec::new();
+                if orders_ms.is_some() && matches!(e.body, Body::OrderPlaced { .. }) {
+                    out.push((u.clone(), (At::of(&e), UserFact::Ordered)));
+                }
+                if activity_ms.is_some() && e.body.is_activity() {
+                    out.push((u, (At::of(&e), UserFact::Active)));
+                }
+                out
+            },
+            move |(_, (at, f))| {
+                let keep = match f {
+                    UserFact::Ordered => orders_ms,
+                    _ => activity_ms,
+                };
+                Some(at.ts().saturating_add(keep.unwrap_or(0)))
+            },
+        );
         facts = facts.concat(marks);
     }
     facts
@@ -359,8 +455,8 @@ fn base_user_facts<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, (At
 }
 
 /// Wishlist operations per user: `wishlist_add`, `wishlist_remove`, `order_placed`.
-pub fn wishlist_ops<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, AtOp)> {
-    resolved.flat_map(|(u, e)| {
+pub fn wishlist_ops<'s>(resolved: &Resolved<'s>) -> Coll<'s, (User, AtOp)> {
+    resolved.derive("WishlistOps", |u, e| {
         let op = match &e.body {
             Body::WishlistAdd { product_id } => ListOp::Add {
                 product: product_id.clone(),
@@ -409,8 +505,8 @@ impl OrderFact {
 }
 
 /// Orders, deliveries, cancellations and reviews (with an `order_id`) per user.
-pub fn order_facts<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, (At, OrderFact))> {
-    resolved.flat_map(|(u, e)| {
+pub fn order_facts<'s>(resolved: &Resolved<'s>) -> Coll<'s, (User, (At, OrderFact))> {
+    resolved.derive("OrderFacts", |u, e| {
         let fact = match &e.body {
             Body::OrderPlaced {
                 order_id, items, ..
@@ -450,8 +546,8 @@ pub struct Basket {
 }
 
 /// Every placed order of a known user, as a basket.
-pub fn baskets<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, Basket> {
-    resolved.flat_map(|(_u, e)| match &e.body {
+pub fn baskets<'s>(resolved: &Resolved<'s>) -> Coll<'s, Basket> {
+    resolved.derive("Baskets", |_u, e| match &e.body {
         Body::OrderPlaced {
             order_id, items, ..
         } => {
@@ -472,8 +568,8 @@ pub fn baskets<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, Basket> {
 
 /// Category views keyed by category: a `category_view`, or a
 /// `product_view` carrying a `category_id`.
-pub fn category_views<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (String, (User, At))> {
-    resolved.flat_map(|(u, e)| {
+pub fn category_views<'s>(resolved: &Resolved<'s>) -> Coll<'s, (String, (User, At))> {
+    resolved.derive("CategoryViews", |u, e| {
         let c = match &e.body {
             Body::CategoryView { category_id } => category_id.clone(),
             Body::ProductView {
@@ -487,16 +583,16 @@ pub fn category_views<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (String
 }
 
 /// A user's activity as reactivation reads it: the product, for views.
-pub fn visits<'s>(resolved: Coll<'s, (User, Event)>) -> Coll<'s, (User, (At, Option<Product>))> {
-    resolved.flat_map(|(u, e)| {
-        if !e.body.is_activity() {
-            return None;
-        }
-        let product = match &e.body {
-            Body::ProductView { product_id, .. } => Some(product_id.clone()),
+/// Read from [`activity`], so the two share its retention.
+pub fn visits<'s>(
+    activity: Coll<'s, (User, (At, ActKind))>,
+) -> Coll<'s, (User, (At, Option<Product>))> {
+    activity.map(|(u, (at, kind))| {
+        let product = match kind {
+            ActKind::View { product } => Some(product),
             _ => None,
         };
-        Some((u, (At::of(&e), product)))
+        (u, (at, product))
     })
 }
 

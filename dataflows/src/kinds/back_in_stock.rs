@@ -1,7 +1,7 @@
 //! `back_in_stock`: a product in the user's cart or wishlist is available again.
 
 use crate::model::Item;
-use crate::operators::{product_audience, Candidate, Clock, Coll, ProductChange};
+use crate::operators::{product_audience, Candidate, Coll, ProductChange};
 use crate::state::{listed_at, ByProduct, Product};
 
 use super::abandoned_cart::Firing;
@@ -13,7 +13,6 @@ use super::price_drop::per_user;
 /// *id*: `(u, p, t)`.
 pub fn back_in_stock<'s>(
     campaign: &str,
-    clock: Clock,
     changes: Coll<'s, (Product, ProductChange)>,
     lists_by_product: Coll<'s, ByProduct>,
 ) -> Coll<'s, Firing> {
@@ -21,7 +20,6 @@ pub fn back_in_stock<'s>(
     product_audience(
         changes,
         lists_by_product,
-        clock,
         &format!("{campaign}: back in stock audience"),
         move |p, change, facts, out| {
             let ProductChange::Stock {

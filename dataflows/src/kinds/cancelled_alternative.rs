@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::campaign::CancelledAlternative;
 use crate::catalog::{Lookup, Request};
-use crate::operators::{evaluate_with_facts, Candidate, Clock, Coll};
+use crate::operators::{evaluate_with_facts, Candidate, Coll};
 use crate::state::{At, OrderFact, User};
 
 /// An `order_cancelled(u, o)` with reason `out_of_stock` at `t`: for each
@@ -18,7 +18,6 @@ use crate::state::{At, OrderFact, User};
 pub fn cancelled_alternative<'s>(
     campaign: &str,
     params: &CancelledAlternative,
-    clock: Clock,
     order_facts: Coll<'s, (User, (At, OrderFact))>,
 ) -> Coll<'s, Request> {
     let cancels = order_facts.clone().flat_map(|(u, (at, f))| match f {
@@ -33,11 +32,9 @@ pub fn cancelled_alternative<'s>(
     evaluate_with_facts(
         cancels,
         placed,
-        clock,
         &format!("{campaign}: cancelled orders"),
-        false,
         move |user: &User,
-              (at, order): &(At, String),
+              (at, order): (At, String),
               facts: &BTreeMap<(At, OrderFact), isize>,
               out: &mut Vec<Request>| {
             let t = at.ts();
@@ -45,7 +42,7 @@ pub fn cancelled_alternative<'s>(
                 return;
             }
             let items = facts.keys().find_map(|(pat, f)| match f {
-                OrderFact::Placed { order_id, items } if order_id == order && pat.known <= t => {
+                OrderFact::Placed { order_id, items } if *order_id == order && pat.known <= t => {
                     Some(items)
                 }
                 _ => None,
@@ -59,7 +56,7 @@ pub fn cancelled_alternative<'s>(
             }
             let c = Candidate {
                 order_id: Some(order.clone()),
-                ..Candidate::new(&name, "cancelled_alternative", &[user, order], Vec::new())
+                ..Candidate::new(&name, "cancelled_alternative", &[user, &order], Vec::new())
             };
             out.push((
                 user.clone(),

@@ -32,14 +32,11 @@ pub fn new_in_category<'s>(
     evaluate_with_facts(
         new_products,
         views,
-        clock,
         &format!("{campaign}: category audience"),
-        false,
         move |category: &String,
-              (product, t): &(Product, Time),
+              (product, t): (Product, Time),
               facts: &BTreeMap<(User, At), isize>,
               out: &mut Vec<Request>| {
-            let t = *t;
             let mut last: Option<&User> = None;
             for (user, at) in facts.keys() {
                 if last == Some(user) {
@@ -52,7 +49,7 @@ pub fn new_in_category<'s>(
                         ..Candidate::new(
                             &name,
                             "new_in_category",
-                            &[user, product],
+                            &[user, &product],
                             vec![Item::product(product.clone())],
                         )
                     };

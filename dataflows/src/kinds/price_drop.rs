@@ -2,7 +2,7 @@
 
 use crate::campaign::{Audience, PriceDrop};
 use crate::model::{Item, Time};
-use crate::operators::{product_audience, Candidate, Clock, Coll, ProductChange, ProductFacts};
+use crate::operators::{product_audience, Candidate, Coll, ProductChange, ProductFacts};
 use crate::state::{listed_at, At, ByProduct, Product, ProductFact};
 
 use super::abandoned_cart::Firing;
@@ -38,7 +38,6 @@ pub(crate) fn per_user<'a>(
 pub fn price_drop<'s>(
     campaign: &str,
     params: &PriceDrop,
-    clock: Clock,
     changes: Coll<'s, (Product, ProductChange)>,
     lists_by_product: Coll<'s, ByProduct>,
     views_by_product: Coll<'s, ByProduct>,
@@ -55,7 +54,6 @@ pub fn price_drop<'s>(
     product_audience(
         changes,
         facts,
-        clock,
         &format!("{campaign}: price drop audience"),
         move |p, change, facts, out| {
             let ProductChange::Price {
