@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use thiserror::Error;
 
 use dataflows::model::{
-    Body, CatalogMsg, Channel, Event, Input, Money, OrderItem, PriceMsg, StockMsg, Trigger,
+    Body, CatalogMsg, Channel, Event, Input, Money, OrderItem, PriceMsg, StockMsg, Str, Trigger,
 };
 
 /// The input topics of the job, by role.
@@ -92,7 +92,7 @@ fn from_json_error(e: serde_json::Error) -> BadRecord {
 }
 
 /// Checks an identifier: a non-empty string of at most 256 bytes.
-fn ident(field: &str, v: Option<String>) -> Result<String, BadRecord> {
+fn ident(field: &str, v: Option<Str>) -> Result<Str, BadRecord> {
     let v = v.ok_or_else(|| missing(field))?;
     check_ident(field, &v)?;
     Ok(v)
@@ -108,7 +108,7 @@ fn check_ident(field: &str, v: &str) -> Result<(), BadRecord> {
     Ok(())
 }
 
-fn opt_ident(field: &str, v: Option<String>) -> Result<Option<String>, BadRecord> {
+fn opt_ident(field: &str, v: Option<Str>) -> Result<Option<Str>, BadRecord> {
     if let Some(s) = &v {
         check_ident(field, s)?;
     }
@@ -127,50 +127,50 @@ fn price(field: &str, v: Option<f64>) -> Result<Option<Money>, BadRecord> {
 
 #[derive(Deserialize, Default)]
 struct RawContext {
-    language: Option<String>,
-    timezone: Option<String>,
+    language: Option<Str>,
+    timezone: Option<Str>,
 }
 
 #[derive(Deserialize)]
 struct RawItem {
-    product_id: Option<String>,
+    product_id: Option<Str>,
     quantity: Option<u64>,
     price: Option<f64>,
-    seller_id: Option<String>,
+    seller_id: Option<Str>,
 }
 
 #[derive(Deserialize, Default)]
 struct RawTraits {
-    language: Option<String>,
-    timezone: Option<String>,
+    language: Option<Str>,
+    timezone: Option<Str>,
 }
 
 #[derive(Deserialize)]
 struct RawEvent {
-    event_id: Option<String>,
+    event_id: Option<Str>,
     #[serde(rename = "type")]
-    kind: Option<String>,
+    kind: Option<Str>,
     ts: Option<u64>,
-    user_id: Option<String>,
-    anonymous_id: Option<String>,
+    user_id: Option<Str>,
+    anonymous_id: Option<Str>,
     context: Option<RawContext>,
-    product_id: Option<String>,
-    category_id: Option<String>,
+    product_id: Option<Str>,
+    category_id: Option<Str>,
     price: Option<f64>,
-    query: Option<String>,
+    query: Option<Str>,
     result_count: Option<u64>,
     quantity: Option<u64>,
-    order_id: Option<String>,
+    order_id: Option<Str>,
     items: Option<Vec<RawItem>>,
-    payment: Option<String>,
-    reason: Option<String>,
-    seller_id: Option<String>,
+    payment: Option<Str>,
+    reason: Option<Str>,
+    seller_id: Option<Str>,
     traits: Option<RawTraits>,
-    channel: Option<String>,
+    channel: Option<Str>,
     granted: Option<bool>,
 }
 
-fn one_of(field: &str, v: Option<String>, allowed: &[&str]) -> Result<Option<String>, BadRecord> {
+fn one_of(field: &str, v: Option<Str>, allowed: &[&str]) -> Result<Option<Str>, BadRecord> {
     match v {
         Some(s) if !allowed.contains(&s.as_str()) => Err(bad(
             BadReason::InvalidValue,
@@ -193,7 +193,7 @@ fn decode_event(payload: &[u8]) -> Result<Event, BadRecord> {
     let context = r.context.unwrap_or_default();
     let mut language = context.language;
     let mut timezone = context.timezone;
-    let product = |p: Option<String>| ident("product_id", p);
+    let product = |p: Option<Str>| ident("product_id", p);
     let body = match kind.as_str() {
         "product_view" => Body::ProductView {
             product_id: product(r.product_id)?,
@@ -301,7 +301,7 @@ fn decode_event(payload: &[u8]) -> Result<Event, BadRecord> {
                 return Err(bad(BadReason::InvalidValue, "`type` must not be empty"));
             }
             Body::Other {
-                type_name: other.to_string(),
+                type_name: other.into(),
             }
         }
     };
@@ -319,28 +319,28 @@ fn decode_event(payload: &[u8]) -> Result<Event, BadRecord> {
 
 #[derive(Deserialize)]
 struct RawPrice {
-    product_id: Option<String>,
+    product_id: Option<Str>,
     price: Option<f64>,
-    currency: Option<String>,
+    currency: Option<Str>,
     ts: Option<u64>,
 }
 
 #[derive(Deserialize)]
 struct RawStock {
-    product_id: Option<String>,
+    product_id: Option<Str>,
     quantity: Option<u64>,
     ts: Option<u64>,
 }
 
 #[derive(Deserialize)]
 struct RawCatalog {
-    product_id: Option<String>,
-    category_id: Option<String>,
-    seller_id: Option<String>,
-    group_id: Option<String>,
-    title: Option<String>,
-    url: Option<String>,
-    image_url: Option<String>,
+    product_id: Option<Str>,
+    category_id: Option<Str>,
+    seller_id: Option<Str>,
+    group_id: Option<Str>,
+    title: Option<Str>,
+    url: Option<Str>,
+    image_url: Option<Str>,
     ts: Option<u64>,
     deleted: Option<bool>,
 }

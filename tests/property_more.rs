@@ -935,16 +935,17 @@ type Rec = (
 );
 
 fn norm(t: &Trigger) -> Rec {
-    let mut products: Vec<String> = t.items.iter().map(|i| i.product_id.clone()).collect();
+    let mut products: Vec<String> = t.items.iter().map(|i| i.product_id.to_string()).collect();
     products.sort();
+    let text = |s: &Option<dataflows::model::Str>| s.as_ref().map(|s| s.to_string());
     (
-        t.kind.clone(),
-        t.user_id.clone(),
+        t.kind.to_string(),
+        t.user_id.to_string(),
         t.ts,
         products,
-        t.query.clone(),
-        t.category_id.clone(),
-        t.order_id.clone(),
+        text(&t.query),
+        text(&t.category_id),
+        text(&t.order_id),
         t.reminder,
     )
 }

@@ -213,7 +213,12 @@ fn price_drop_configured_audiences() {
         .triggers
         .iter()
         .filter(|t| t.user_id == "i1" || t.user_id == "i6")
-        .map(|t| (t.user_id.clone(), t.audience.clone()))
+        .map(|t| {
+            (
+                t.user_id.to_string(),
+                t.audience.as_ref().map(|a| a.to_string()),
+            )
+        })
         .collect();
     assert_eq!(
         users,

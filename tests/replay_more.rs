@@ -50,13 +50,14 @@ type Detail = (String, u64, Vec<String>, Option<String>);
 
 fn detail(t: &Trigger) -> Detail {
     (
-        t.user_id.clone(),
+        t.user_id.to_string(),
         t.ts - T0,
-        t.items.iter().map(|i| i.product_id.clone()).collect(),
+        t.items.iter().map(|i| i.product_id.to_string()).collect(),
         t.query
             .clone()
             .or_else(|| t.category_id.clone())
-            .or_else(|| t.order_id.clone()),
+            .or_else(|| t.order_id.clone())
+            .map(|s| s.to_string()),
     )
 }
 
@@ -550,7 +551,14 @@ fn review_request_cases() {
     let stages: Vec<(String, u64, Option<String>, Option<bool>)> = sorted(
         s.triggers
             .iter()
-            .map(|t| (t.user_id.clone(), t.ts - T0, t.order_id.clone(), t.reminder))
+            .map(|t| {
+                (
+                    t.user_id.to_string(),
+                    t.ts - T0,
+                    t.order_id.as_ref().map(|s| s.to_string()),
+                    t.reminder,
+                )
+            })
             .collect(),
     );
     let st = |u: &str, ts: u64, o: &str, rem: Option<bool>| {
@@ -597,7 +605,7 @@ fn review_request_configured() {
     let got: Vec<(String, u64, Option<bool>)> = sorted(
         s.triggers
             .iter()
-            .map(|t| (t.user_id.clone(), t.ts - T0, t.reminder))
+            .map(|t| (t.user_id.to_string(), t.ts - T0, t.reminder))
             .collect(),
     );
     let st = |u: &str, ts: u64, rem: Option<bool>| (u.to_string(), ts, rem);
@@ -730,9 +738,9 @@ fn campaigns_side_by_side() {
             .iter()
             .map(|t| {
                 (
-                    t.campaign.clone(),
-                    t.kind.clone(),
-                    t.user_id.clone(),
+                    t.campaign.to_string(),
+                    t.kind.to_string(),
+                    t.user_id.to_string(),
                     t.ts - T0,
                 )
             })
@@ -799,7 +807,7 @@ fn filtered(extra: &str) -> Vec<Trigger> {
 }
 
 fn users(triggers: &[Trigger]) -> Vec<String> {
-    sorted(triggers.iter().map(|t| t.user_id.clone()).collect())
+    sorted(triggers.iter().map(|t| t.user_id.to_string()).collect())
 }
 
 fn names(us: &[&str]) -> Vec<String> {

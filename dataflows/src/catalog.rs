@@ -11,6 +11,7 @@
 //! millisecond order, facts first at one ms: a request at `τ` sees exactly
 //! the product state at `τ`, whatever the bucket width.
 
+use crate::model::Str;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use differential_dataflow::{AsCollection, Hashable};
@@ -33,7 +34,7 @@ pub enum Lookup {
     InStock(Product),
     /// `items` = the category's best sellers over the window.
     BestSellers {
-        category: String,
+        category: Str,
         top_n: usize,
         window_ms: Time,
     },
@@ -50,7 +51,7 @@ pub enum Lookup {
     /// `items` = for each item (with its seller in the order), the cheapest
     /// in-stock products of its group from other sellers; no record if none.
     Alternatives {
-        items: Vec<(Product, Option<String>)>,
+        items: Vec<(Product, Option<Str>)>,
         max_items: usize,
     },
 }
@@ -104,8 +105,8 @@ struct OrderWindow {
     window_ms: Time,
     pairs_wanted: bool,
     horizon: Time,
-    baskets: BTreeMap<(Time, String), Vec<(Product, u64)>>,
-    ids: HashSet<String>,
+    baskets: BTreeMap<(Time, Str), Vec<(Product, u64)>>,
+    ids: HashSet<Str>,
     units: HashMap<Product, u64>,
     pairs: HashMap<Product, HashMap<Product, u64>>,
 }
@@ -184,8 +185,8 @@ impl OrderWindow {
 /// Everything one worker knows about products.
 struct Products {
     by_id: HashMap<Product, ProductState>,
-    by_category: HashMap<String, BTreeSet<Product>>,
-    by_group: HashMap<String, BTreeSet<Product>>,
+    by_category: HashMap<Str, BTreeSet<Product>>,
+    by_group: HashMap<Str, BTreeSet<Product>>,
     windows: Vec<OrderWindow>,
 }
 
@@ -525,7 +526,7 @@ pub fn resolve<'s>(
 
 /// The first `catalog` message of each product (smallest `ts`), as
 /// `(category, (product, ts))` at its time: a product's listing.
-pub fn new_products<'s>(catalog: Coll<'s, CatalogMsg>) -> Coll<'s, (String, (Product, Time))> {
+pub fn new_products<'s>(catalog: Coll<'s, CatalogMsg>) -> Coll<'s, (Str, (Product, Time))> {
     catalog
         .inner
         .unary_frontier(

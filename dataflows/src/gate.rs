@@ -2,6 +2,7 @@
 //! out at the firing time and attaches the user's language and timezone as
 //! known at that time.
 
+use crate::model::Str;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::campaign::Filters;
@@ -39,12 +40,12 @@ fn passes<'a>(
     filters: &Filters,
     tau: Time,
     cand: &Candidate,
-    language: Option<&String>,
+    language: Option<&Str>,
     mut facts: impl Iterator<Item = (&'a At, &'a UserFact)> + Clone,
 ) -> bool {
     let within = |n: Time, at: &At| at.ts() <= tau && at.ts().saturating_add(n) >= tau;
     if let Some(langs) = &filters.languages {
-        if !language.is_some_and(|l| langs.contains(l)) {
+        if !language.is_some_and(|l| langs.iter().any(|x| x == l)) {
             return false;
         }
     }
@@ -116,7 +117,7 @@ pub fn gate<'s>(
                     }
                 }
             }
-            if let Some(f) = filters.get(&cand.campaign) {
+            if let Some(f) = filters.get(cand.campaign.as_str()) {
                 if !passes(f, tau, &cand, language.as_ref(), visible()) {
                     return;
                 }

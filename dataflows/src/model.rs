@@ -12,6 +12,12 @@ use std::hash::{Hash, Hasher};
 /// Event time and timely time: integer milliseconds since the Unix epoch.
 pub type Time = u64;
 
+/// An id or short text of the input (ids, languages, timezones, queries):
+/// kept inline up to 23 bytes and shared, not copied, beyond that, so that
+/// the records the dataflow moves, sorts and clones carry no heap
+/// allocation for the ids real traffic has.
+pub type Str = smol_str::SmolStr;
+
 /// A price, kept as the `f64` the producer sent, totally ordered by
 /// `f64::total_cmp` so that it can live inside arrangements.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
@@ -52,61 +58,61 @@ pub enum Channel {
 /// One item of an `order_placed`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct OrderItem {
-    pub product_id: String,
+    pub product_id: Str,
     pub quantity: u64,
     pub price: Option<Money>,
-    pub seller_id: Option<String>,
+    pub seller_id: Option<Str>,
 }
 
 /// The type-specific part of a tracking event.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Body {
     Identify {
-        language: Option<String>,
-        timezone: Option<String>,
+        language: Option<Str>,
+        timezone: Option<Str>,
     },
     CartAdd {
-        product_id: String,
+        product_id: Str,
         quantity: u64,
         price: Option<Money>,
     },
     WishlistAdd {
-        product_id: String,
+        product_id: Str,
     },
     ProductView {
-        product_id: String,
-        category_id: Option<String>,
+        product_id: Str,
+        category_id: Option<Str>,
         price: Option<Money>,
     },
     CategoryView {
-        category_id: String,
+        category_id: Str,
     },
     Search {
-        query: String,
+        query: Str,
         result_count: Option<u64>,
     },
     CartRemove {
-        product_id: String,
+        product_id: Str,
     },
     WishlistRemove {
-        product_id: String,
+        product_id: Str,
     },
     OrderPlaced {
-        order_id: String,
+        order_id: Str,
         items: Vec<OrderItem>,
-        payment: Option<String>,
+        payment: Option<Str>,
     },
     OrderDelivered {
-        order_id: String,
+        order_id: Str,
     },
     OrderCancelled {
-        order_id: String,
-        reason: Option<String>,
+        order_id: Str,
+        reason: Option<Str>,
     },
     ReviewSubmitted {
-        order_id: Option<String>,
-        product_id: Option<String>,
-        seller_id: Option<String>,
+        order_id: Option<Str>,
+        product_id: Option<Str>,
+        seller_id: Option<Str>,
     },
     AppOpen,
     Consent {
@@ -116,7 +122,7 @@ pub enum Body {
     Forget,
     /// A type this version does not know: activity, otherwise ignored.
     Other {
-        type_name: String,
+        type_name: Str,
     },
 }
 
@@ -175,13 +181,13 @@ pub struct Event {
     /// `ts`, raised to the linking `identify`'s time for anonymous events,
     /// or to the frontier for events that arrived late.
     pub known: Time,
-    pub event_id: String,
-    pub user_id: Option<String>,
-    pub anonymous_id: Option<String>,
+    pub event_id: Str,
+    pub user_id: Option<Str>,
+    pub anonymous_id: Option<Str>,
     /// `context.language`, or `traits.language` of an `identify`.
-    pub language: Option<String>,
+    pub language: Option<Str>,
     /// `context.timezone`, or `traits.timezone` of an `identify`.
-    pub timezone: Option<String>,
+    pub timezone: Option<Str>,
     pub body: Body,
 }
 
@@ -191,7 +197,7 @@ pub struct Event {
 pub struct Seq {
     pub ts: Time,
     pub rank: u8,
-    pub event_id: String,
+    pub event_id: Str,
 }
 
 impl Event {
@@ -208,16 +214,16 @@ impl Event {
 /// One decoded `prices` message.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PriceMsg {
-    pub product_id: String,
+    pub product_id: Str,
     pub ts: Time,
     pub price: Money,
-    pub currency: Option<String>,
+    pub currency: Option<Str>,
 }
 
 /// One decoded `stock` message.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct StockMsg {
-    pub product_id: String,
+    pub product_id: Str,
     pub ts: Time,
     pub quantity: u64,
 }
@@ -225,14 +231,14 @@ pub struct StockMsg {
 /// One decoded `catalog` message.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CatalogMsg {
-    pub product_id: String,
-    pub category_id: String,
+    pub product_id: Str,
+    pub category_id: Str,
     pub ts: Time,
-    pub seller_id: Option<String>,
-    pub group_id: Option<String>,
-    pub title: Option<String>,
-    pub url: Option<String>,
-    pub image_url: Option<String>,
+    pub seller_id: Option<Str>,
+    pub group_id: Option<Str>,
+    pub title: Option<Str>,
+    pub url: Option<Str>,
+    pub image_url: Option<Str>,
     pub deleted: bool,
 }
 
@@ -288,7 +294,7 @@ impl Input {
 /// One product in a trigger record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Item {
-    pub product_id: String,
+    pub product_id: Str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quantity: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -296,18 +302,18 @@ pub struct Item {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub old_price: Option<Money>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub category_id: Option<String>,
+    pub category_id: Option<Str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
+    pub title: Option<Str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
+    pub url: Option<Str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub image_url: Option<String>,
+    pub image_url: Option<Str>,
 }
 
 impl Item {
     /// An item that names only its product.
-    pub fn product(product_id: impl Into<String>) -> Self {
+    pub fn product(product_id: impl Into<Str>) -> Self {
         Item {
             product_id: product_id.into(),
             ..Item::default()
@@ -318,24 +324,24 @@ impl Item {
 /// One record of the `triggers` topic (wire.md, "Output topic").
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Trigger {
-    pub trigger_id: String,
-    pub campaign: String,
-    pub kind: String,
-    pub user_id: String,
+    pub trigger_id: Str,
+    pub campaign: Str,
+    pub kind: Str,
+    pub user_id: Str,
     pub ts: Time,
     pub items: Vec<Item>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub query: Option<String>,
+    pub query: Option<Str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub category_id: Option<String>,
+    pub category_id: Option<Str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub order_id: Option<String>,
+    pub order_id: Option<Str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub language: Option<String>,
+    pub language: Option<Str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub timezone: Option<String>,
+    pub timezone: Option<Str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub audience: Option<String>,
+    pub audience: Option<Str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reminder: Option<bool>,
     /// The campaign's pass-through `priority`, when configured.

@@ -12,6 +12,7 @@
 //! * [`fire_once`]: turns a collection of trigger candidates into trigger
 //!   records, once per `trigger_id`, at the time each first appears.
 
+use crate::model::Str;
 use std::collections::{BTreeMap, HashMap};
 
 use differential_dataflow::consolidation::consolidate_updates;
@@ -410,7 +411,7 @@ impl ProductMsg {
 /// time (a stream of happenings, never retracted): the event-caused kinds
 /// evaluate each once, on the facts known at its `ts`. A message older than
 /// the product's latest one (late, live only) updates nothing.
-pub fn product_changes<'s>(msgs: Coll<'s, ProductMsg>) -> Coll<'s, (String, ProductChange)> {
+pub fn product_changes<'s>(msgs: Coll<'s, ProductMsg>) -> Coll<'s, (Str, ProductChange)> {
     msgs.inner
         .unary_frontier(
             Exchange::new(|u: &(ProductMsg, Time, isize)| u.0.product_id().hashed()),
@@ -418,8 +419,8 @@ pub fn product_changes<'s>(msgs: Coll<'s, ProductMsg>) -> Coll<'s, (String, Prod
             |_cap, _info| {
                 let mut pending = Pending::new();
                 // product -> (ts of latest price, price), (ts of latest stock, quantity)
-                let mut prices: HashMap<String, (Time, Money)> = HashMap::new();
-                let mut stock: HashMap<String, (Time, u64)> = HashMap::new();
+                let mut prices: HashMap<Str, (Time, Money)> = HashMap::new();
+                let mut stock: HashMap<Str, (Time, u64)> = HashMap::new();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         let Some(&least) = cap.least() else { return };
@@ -482,14 +483,14 @@ pub fn product_changes<'s>(msgs: Coll<'s, ProductMsg>) -> Coll<'s, (String, Prod
     Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
 pub struct Candidate {
-    pub trigger_id: String,
-    pub campaign: String,
-    pub kind: String,
+    pub trigger_id: Str,
+    pub campaign: Str,
+    pub kind: Str,
     pub items: Vec<crate::model::Item>,
-    pub query: Option<String>,
-    pub category_id: Option<String>,
-    pub order_id: Option<String>,
-    pub audience: Option<String>,
+    pub query: Option<Str>,
+    pub category_id: Option<Str>,
+    pub order_id: Option<Str>,
+    pub audience: Option<Str>,
     pub reminder: Option<bool>,
 }
 
@@ -503,9 +504,9 @@ impl Candidate {
         items: Vec<crate::model::Item>,
     ) -> Self {
         Candidate {
-            trigger_id: crate::state::trigger_id(campaign, id_parts),
-            campaign: campaign.to_string(),
-            kind: kind.to_string(),
+            trigger_id: crate::state::trigger_id(campaign, id_parts).into(),
+            campaign: campaign.into(),
+            kind: kind.into(),
             items,
             query: None,
             category_id: None,
@@ -518,7 +519,7 @@ impl Candidate {
 
 /// A candidate that fires at `τ` (ms, the first element), with the user's
 /// language and timezone at `τ`, ready to leave the job.
-pub type Ready = (String, (Time, Candidate, Option<String>, Option<String>));
+pub type Ready = (Str, (Time, Candidate, Option<Str>, Option<Str>));
 
 /// Emits a trigger record the first time each `trigger_id` appears in
 /// `ready`, with `ts = τ`, once the frontier has passed its bucket.
@@ -561,7 +562,7 @@ pub fn fire_once<'s>(
                             continue;
                         }
                         fired.insert(key, t.max(tau).saturating_add(remember_ms));
-                        let m = meta.get(&cand.campaign);
+                        let m = meta.get(cand.campaign.as_str());
                         session.give(Trigger {
                             priority: m.and_then(|m| m.priority),
                             channels: m.and_then(|m| m.channels.clone()),
@@ -597,10 +598,10 @@ pub fn fire_once<'s>(
 /// latest known language does not expire with their activity, and one
 /// fact per change per user is small.
 pub fn context_changes<'s>(
-    facts: Coll<'s, (String, (crate::state::At, crate::state::UserFact))>,
-) -> Coll<'s, (String, (crate::state::At, crate::state::UserFact))> {
+    facts: Coll<'s, (Str, (crate::state::At, crate::state::UserFact))>,
+) -> Coll<'s, (Str, (crate::state::At, crate::state::UserFact))> {
     use crate::state::{At, UserFact};
-    type Fact = (String, (At, UserFact));
+    type Fact = (Str, (At, UserFact));
     facts
         .inner
         .unary_frontier(
@@ -608,7 +609,7 @@ pub fn context_changes<'s>(
             "ContextChanges",
             |_cap, _info| {
                 let mut pending: Pending<(Fact, isize)> = Pending::new();
-                let mut last: HashMap<String, (Option<String>, Option<String>)> = HashMap::new();
+                let mut last: HashMap<Str, (Option<Str>, Option<Str>)> = HashMap::new();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         let Some(&least) = cap.least() else { return };
@@ -643,7 +644,7 @@ pub fn context_changes<'s>(
 
 /// A user's facts about one product: `(user, at, fact) -> multiplicity`,
 /// sorted by user, then application order.
-pub type ProductFacts = BTreeMap<(String, crate::state::At, crate::state::ProductFact), isize>;
+pub type ProductFacts = BTreeMap<(Str, crate::state::At, crate::state::ProductFact), isize>;
 
 /// A keyed fact with its multiplicity change.
 type KeyedUpdate<K, F> = ((K, F), isize);
@@ -654,8 +655,8 @@ type KeyedUpdate<K, F> = ((K, F), isize);
 /// maintained collection, kept per key as `fact -> multiplicity`; `events`
 /// is read for its insertions. At each complete time the facts of that time
 /// are applied first, then `logic(key, event, facts, out)` pushes outputs.
-/// With `transient`, each output is retracted one bucket later; otherwise
-/// outputs are insertions only (a stream of happenings).
+/// Outputs are insertions only (a stream of happenings): every consumer
+/// reads candidates for their insertions.
 pub fn evaluate_with_facts<'s, K, E, F, O, L>(
     events: Coll<'s, (K, E)>,
     facts: Coll<'s, (K, F)>,
@@ -739,21 +740,18 @@ where
 /// hold about the product (see [`evaluate_with_facts`]); outputs are
 /// candidates `(user, (τ, candidate))`, insertions only.
 pub fn product_audience<'s, L>(
-    changes: Coll<'s, (String, ProductChange)>,
+    changes: Coll<'s, (Str, ProductChange)>,
     facts: Coll<'s, crate::state::ByProduct>,
     name: &str,
     mut logic: L,
-) -> Coll<'s, (String, (Time, Candidate))>
+) -> Coll<'s, (Str, (Time, Candidate))>
 where
-    L: FnMut(&str, &ProductChange, &ProductFacts, &mut Vec<(String, (Time, Candidate))>) + 'static,
+    L: FnMut(&str, &ProductChange, &ProductFacts, &mut Vec<(Str, (Time, Candidate))>) + 'static,
 {
     let facts = facts.map(|(p, (u, at, f))| (p, (u, at, f)));
-    evaluate_with_facts(
-        changes,
-        facts,
-        name,
-        move |p: &String, change, facts, out| logic(p, &change, facts, out),
-    )
+    evaluate_with_facts(changes, facts, name, move |p: &Str, change, facts, out| {
+        logic(p, &change, facts, out)
+    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! *Known state*). Timely time only says in which bucket a fact became
 //! known; conditions are evaluated to the millisecond from these fields.
 
+use crate::model::Str;
 use serde::{Deserialize, Serialize};
 
 use crate::campaign::Retention;
@@ -17,9 +18,9 @@ use timely::dataflow::operators::vec::Map;
 use crate::operators::{hold_future, with_expiry, Clock, Coll};
 
 /// A user id.
-pub type User = String;
+pub type User = crate::model::Str;
 /// A product id.
-pub type Product = String;
+pub type Product = crate::model::Str;
 
 /// Where a fact stands: its application order and when it became known.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -283,7 +284,7 @@ pub type ByProduct = (Product, (User, At, ProductFact));
 pub fn lists_by_product<'s>(resolved: &Resolved<'s>) -> Coll<'s, ByProduct> {
     resolved.derive("ListsByProduct", |u, e| {
         let at = At::of(&e);
-        let single = |p: &String, f: ProductFact| vec![(p.clone(), (u.clone(), at.clone(), f))];
+        let single = |p: &Str, f: ProductFact| vec![(p.clone(), (u.clone(), at.clone(), f))];
         match &e.body {
             Body::CartAdd { product_id, .. } => single(product_id, ProductFact::CartAdd),
             Body::CartRemove { product_id } => single(product_id, ProductFact::CartRemove),
@@ -347,8 +348,8 @@ pub fn listed_at<'a>(
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ActKind {
     View { product: Product },
-    CategoryView { category: String },
-    Search { query: String },
+    CategoryView { category: Str },
+    Search { query: Str },
     CartAdd,
     Order,
     Other,
@@ -388,8 +389,8 @@ pub enum UserFact {
     },
     Forget,
     Context {
-        language: Option<String>,
-        timezone: Option<String>,
+        language: Option<Str>,
+        timezone: Option<Str>,
     },
     /// An activity event (kept only when a campaign filters on activity).
     Active,
@@ -477,18 +478,18 @@ pub fn wishlist_ops<'s>(resolved: &Resolved<'s>) -> Coll<'s, (User, AtOp)> {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum OrderFact {
     Placed {
-        order_id: String,
+        order_id: Str,
         items: Vec<crate::model::OrderItem>,
     },
     Delivered {
-        order_id: String,
+        order_id: Str,
     },
     Cancelled {
-        order_id: String,
-        reason: Option<String>,
+        order_id: Str,
+        reason: Option<Str>,
     },
     Review {
-        order_id: String,
+        order_id: Str,
     },
 }
 
@@ -536,7 +537,7 @@ pub fn order_facts<'s>(resolved: &Resolved<'s>) -> Coll<'s, (User, (At, OrderFac
 /// One placed order as the catalog side counts it: units per product.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Basket {
-    pub order_id: String,
+    pub order_id: Str,
     /// The order's `ts`.
     pub ts: Time,
     /// When it became known.
@@ -568,7 +569,7 @@ pub fn baskets<'s>(resolved: &Resolved<'s>) -> Coll<'s, Basket> {
 
 /// Category views keyed by category: a `category_view`, or a
 /// `product_view` carrying a `category_id`.
-pub fn category_views<'s>(resolved: &Resolved<'s>) -> Coll<'s, (String, (User, At))> {
+pub fn category_views<'s>(resolved: &Resolved<'s>) -> Coll<'s, (Str, (User, At))> {
     resolved.derive("CategoryViews", |u, e| {
         let c = match &e.body {
             Body::CategoryView { category_id } => category_id.clone(),
@@ -758,7 +759,7 @@ mod tests {
         let cart = apply_ops(ops.iter());
         assert_eq!(
             cart.into_iter().collect::<Vec<_>>(),
-            vec![("p".to_string(), 5)]
+            vec![(Product::from("p"), 5)]
         );
     }
 

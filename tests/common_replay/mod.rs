@@ -91,14 +91,20 @@ pub type Norm = (String, String, u64, Vec<String>, Option<String>);
 
 /// Normalises one trigger record.
 pub fn norm(t: &Trigger) -> Norm {
-    let mut products: Vec<String> = t.items.iter().map(|i| i.product_id.clone()).collect();
+    let mut products: Vec<String> = t.items.iter().map(|i| i.product_id.to_string()).collect();
     products.sort();
     let audience = if t.kind == "price_drop" {
-        t.audience.clone()
+        t.audience.as_ref().map(|a| a.to_string())
     } else {
         None
     };
-    (t.kind.clone(), t.user_id.clone(), t.ts, products, audience)
+    (
+        t.kind.to_string(),
+        t.user_id.to_string(),
+        t.ts,
+        products,
+        audience,
+    )
 }
 
 /// Normalises and sorts trigger records.

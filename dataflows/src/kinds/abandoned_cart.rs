@@ -1,5 +1,6 @@
 //! `abandoned_cart`: the cart was left alone for `delay_ms`.
 
+use crate::model::Str;
 use serde::{Deserialize, Serialize};
 
 use crate::campaign::AbandonedCart;
@@ -139,13 +140,13 @@ fn attach_prices<'s>(
         let id = c.trigger_id;
         c.items
             .into_iter()
-            .map(move |i| (i.product_id, (id.clone(), due)))
+            .map(move |i| (Product::from(i.product_id.as_str()), (id.clone(), due)))
     });
     let found = requests
         .arrange_by_key_named(&format!("{campaign}: items by product"))
         .join_core(
             prices.arrange_by_key_named(&format!("{campaign}: prices by product")),
-            |p: &Product, (id, due): &(String, Time), (ts, price): &(Time, Money)| {
+            |p: &Product, (id, due): &(Str, Time), (ts, price): &(Time, Money)| {
                 Some(((id.clone(), p.clone()), (*due, *ts, *price)))
             },
         )

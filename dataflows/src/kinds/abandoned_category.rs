@@ -12,7 +12,7 @@ use crate::state::ActKind;
 
 /// The rule on the last session (application order): its last viewed
 /// category, if it has no `product_view`.
-pub fn category(session: &[&ActKind]) -> Option<String> {
+pub fn category(session: &[&ActKind]) -> Option<crate::model::Str> {
     if session.iter().any(|k| matches!(k, ActKind::View { .. })) {
         return None;
     }

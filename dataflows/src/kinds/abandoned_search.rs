@@ -10,7 +10,7 @@ use crate::state::ActKind;
 
 /// The rule on the last session (application order): the query of its last
 /// search, if nothing after that search is a view, a `cart_add` or an order.
-pub fn query(session: &[&ActKind]) -> Option<String> {
+pub fn query(session: &[&ActKind]) -> Option<crate::model::Str> {
     let i = session
         .iter()
         .rposition(|k| matches!(k, ActKind::Search { .. }))?;

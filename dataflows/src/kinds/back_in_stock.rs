@@ -45,7 +45,7 @@ pub fn back_in_stock<'s>(
                 }];
                 let candidate =
                     Candidate::new(&name, "back_in_stock", &[user, p, &t.to_string()], items);
-                out.push((user.to_string(), (t, candidate)));
+                out.push((user.into(), (t, candidate)));
             });
         },
     )

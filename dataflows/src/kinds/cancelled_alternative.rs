@@ -1,6 +1,7 @@
 //! `cancelled_alternative`: an order was cancelled for lack of stock; offer
 //! the same item from other sellers.
 
+use crate::model::Str;
 use std::collections::BTreeMap;
 
 use crate::campaign::CancelledAlternative;
@@ -34,7 +35,7 @@ pub fn cancelled_alternative<'s>(
         placed,
         &format!("{campaign}: cancelled orders"),
         move |user: &User,
-              (at, order): (At, String),
+              (at, order): (At, Str),
               facts: &BTreeMap<(At, OrderFact), isize>,
               out: &mut Vec<Request>| {
             let t = at.ts();

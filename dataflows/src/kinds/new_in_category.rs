@@ -1,5 +1,6 @@
 //! `new_in_category`: a product was listed in a category the user browsed.
 
+use crate::model::Str;
 use std::collections::BTreeMap;
 
 use crate::campaign::NewInCategory;
@@ -18,8 +19,8 @@ pub fn new_in_category<'s>(
     campaign: &str,
     params: &NewInCategory,
     clock: Clock,
-    new_products: Coll<'s, (String, (Product, Time))>,
-    category_views: Coll<'s, (String, (User, At))>,
+    new_products: Coll<'s, (Str, (Product, Time))>,
+    category_views: Coll<'s, (Str, (User, At))>,
 ) -> Coll<'s, Request> {
     let window = params.window_ms;
     let views = with_expiry(
@@ -33,7 +34,7 @@ pub fn new_in_category<'s>(
         new_products,
         views,
         &format!("{campaign}: category audience"),
-        move |category: &String,
+        move |category: &Str,
               (product, t): (Product, Time),
               facts: &BTreeMap<(User, At), isize>,
               out: &mut Vec<Request>| {

@@ -1,5 +1,6 @@
 //! `complementary` and `review_request`: timers after `order_delivered`.
 
+use crate::model::Str;
 use serde::{Deserialize, Serialize};
 
 use crate::campaign::{Complementary, ReviewRequest};
@@ -15,7 +16,7 @@ enum OrderIn {
     Due {
         stage: u8,
         ts: Time,
-        order_id: String,
+        order_id: Str,
     },
 }
 
@@ -188,7 +189,7 @@ pub fn complementary<'s>(
             bought.sort();
             bought.dedup();
             let c = Candidate {
-                order_id: Some(o.to_string()),
+                order_id: Some(o.into()),
                 ..Candidate::new(&name, "complementary", &[user, o], Vec::new())
             };
             Step::Fire((
@@ -233,7 +234,7 @@ pub fn review_request<'s>(
             }
             let stage_name = (stage + 1).to_string();
             let c = Candidate {
-                order_id: Some(o.to_string()),
+                order_id: Some(o.into()),
                 reminder: (stage > 0).then_some(true),
                 ..Candidate::new(&name, "review_request", &[user, o, &stage_name], Vec::new())
             };

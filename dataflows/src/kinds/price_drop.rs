@@ -98,10 +98,10 @@ pub fn price_drop<'s>(
                     ..Item::product(p)
                 }];
                 let candidate = Candidate {
-                    audience: Some(audience.name().to_string()),
+                    audience: Some(audience.name().into()),
                     ..Candidate::new(&name, "price_drop", &[user, p, &t.to_string()], items)
                 };
-                out.push((user.to_string(), (t as Time, candidate)));
+                out.push((user.into(), (t as Time, candidate)));
             });
         },
     )
