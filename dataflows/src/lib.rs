@@ -86,9 +86,7 @@ pub fn build<'s>(
                 name,
                 p,
                 clock,
-                cart_ops
-                    .get_or_insert_with(|| state::cart_ops(&resolved))
-                    .clone(),
+                shared(&mut cart_ops, || state::cart_ops(&resolved)),
                 prices.clone(),
             )),
             Kind::AbandonedBrowse(p) => sessions.push(SessionCampaign {
@@ -127,18 +125,14 @@ pub fn build<'s>(
                     name,
                     p,
                     changes.clone(),
-                    lists_by_product
-                        .get_or_insert_with(|| state::lists_by_product(&resolved))
-                        .clone(),
+                    shared(&mut lists_by_product, || state::lists_by_product(&resolved)),
                     views,
                 ))
             }
             Kind::BackInStock(_) => firings.push(kinds::back_in_stock(
                 name,
                 changes.clone(),
-                lists_by_product
-                    .get_or_insert_with(|| state::lists_by_product(&resolved))
-                    .clone(),
+                shared(&mut lists_by_product, || state::lists_by_product(&resolved)),
             )),
             Kind::WishlistReminder(p) => requests.push(kinds::wishlist_reminder(
                 name,
@@ -152,35 +146,27 @@ pub fn build<'s>(
                     name,
                     p,
                     clock,
-                    order_facts
-                        .get_or_insert_with(|| state::order_facts(&resolved))
-                        .clone(),
+                    shared(&mut order_facts, || state::order_facts(&resolved)),
                 ))
             }
             Kind::ReviewRequest(p) => requests.push(kinds::review_request(
                 name,
                 p,
                 clock,
-                order_facts
-                    .get_or_insert_with(|| state::order_facts(&resolved))
-                    .clone(),
+                shared(&mut order_facts, || state::order_facts(&resolved)),
             )),
             Kind::CancelledAlternative(p) => requests.push(kinds::cancelled_alternative(
                 name,
                 p,
-                order_facts
-                    .get_or_insert_with(|| state::order_facts(&resolved))
-                    .clone(),
+                shared(&mut order_facts, || state::order_facts(&resolved)),
             )),
             Kind::NewInCategory(p) => {
-                let listed = new_products
-                    .get_or_insert_with(|| {
-                        catalog::new_products(records.clone().flat_map(|r| match r {
-                            Input::Catalog(c) => Some(c),
-                            _ => None,
-                        }))
-                    })
-                    .clone();
+                let listed = shared(&mut new_products, || {
+                    catalog::new_products(records.clone().flat_map(|r| match r {
+                        Input::Catalog(c) => Some(c),
+                        _ => None,
+                    }))
+                });
                 requests.push(kinds::new_in_category(
                     name,
                     p,
@@ -193,9 +179,7 @@ pub fn build<'s>(
         }
     }
     if !sessions.is_empty() {
-        let activity = activity
-            .get_or_insert_with(|| state::activity(&resolved))
-            .clone();
+        let activity = shared(&mut activity, || state::activity(&resolved));
         requests.push(kinds::session_kinds(sessions, clock, activity));
     }
     if !stages.stages.is_empty() {
@@ -203,11 +187,7 @@ pub fn build<'s>(
             stages,
             clock,
             retention.activity_ms,
-            state::visits(
-                activity
-                    .get_or_insert_with(|| state::activity(&resolved))
-                    .clone(),
-            ),
+            state::visits(shared(&mut activity, || state::activity(&resolved))),
         ));
     }
     for f in firings {
@@ -247,4 +227,10 @@ pub fn build<'s>(
         filters,
     );
     fire_once(ready, retention.fired_ms, meta)
+}
+
+/// The collection in `slot`, built by `make` on first use: derived
+/// collections are built once, and only when a campaign reads them.
+fn shared<D: Clone>(slot: &mut Option<D>, make: impl FnOnce() -> D) -> D {
+    slot.get_or_insert_with(make).clone()
 }
