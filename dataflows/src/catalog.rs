@@ -11,7 +11,6 @@
 //! millisecond order, facts first at one ms: a request at `τ` sees exactly
 //! the product state at `τ`, whatever the bucket width.
 
-use crate::model::Str;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use differential_dataflow::{AsCollection, Hashable};
@@ -21,7 +20,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::Capability;
 
-use crate::model::{CatalogMsg, Item, Money, PriceMsg, StockMsg, Time};
+use crate::model::{CatalogMsg, Item, Money, PriceMsg, StockMsg, Str, Time};
 use crate::operators::{frontier_time, hold, next_complete_of, release, Candidate, Coll, Pending};
 use crate::state::{Basket, Product, User};
 

@@ -2,12 +2,11 @@
 //! out at the firing time and attaches the user's language and timezone as
 //! known at that time.
 
-use crate::model::Str;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::campaign::Filters;
 
-use crate::model::{Channel, Time};
+use crate::model::{Channel, Str, Time};
 use crate::operators::{evaluate_with_facts, Candidate, Coll, Ready};
 use crate::state::{At, User, UserFact};
 

@@ -12,7 +12,6 @@
 //! * [`fire_once`]: turns a collection of trigger candidates into trigger
 //!   records, once per `trigger_id`, at the time each first appears.
 
-use crate::model::Str;
 use std::collections::{BTreeMap, HashMap};
 
 use differential_dataflow::consolidation::consolidate_updates;
@@ -24,7 +23,7 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
-use crate::model::{Event, Money, PriceMsg, StockMsg, Time, Trigger};
+use crate::model::{Event, Money, PriceMsg, StockMsg, Str, Time, Trigger};
 
 /// A collection at bucketed event time with integer multiplicities.
 pub type Coll<'s, D> = VecCollection<'s, Time, D, isize>;
@@ -305,11 +304,38 @@ where
     D: Data,
     F: Fn(&D) -> Option<Time> + 'static,
 {
+    flat_map_expiring(coll, clock, name, move |d| {
+        let end = expiry(&d);
+        std::iter::once((d, end))
+    })
+}
+
+/// [`with_expiry`] for records derived by `f`: each `(record, end)` it
+/// returns is kept until the bucket after `end` (ms; never for `None`), so
+/// the expiry may depend on the input the record was derived from.
+pub fn flat_map_expiring<'s, S, D, I, F>(
+    coll: Coll<'s, S>,
+    clock: Clock,
+    name: &str,
+    f: F,
+) -> Coll<'s, D>
+where
+    S: Data,
+    D: Data,
+    I: IntoIterator<Item = (D, Option<Time>)>,
+    F: Fn(S) -> I + 'static,
+{
     let expiring = coll
         .inner
-        .flat_map(move |(d, t, r)| {
-            let end = expiry(&d).map(|e| (d.clone(), t.max(clock.after(e)), -r));
-            std::iter::once((d, t, r)).chain(end)
+        .flat_map(move |(s, t, r)| {
+            let mut out = Vec::new();
+            for (d, end) in f(s) {
+                if let Some(e) = end {
+                    out.push((d.clone(), t.max(clock.after(e)), -r));
+                }
+                out.push((d, t, r));
+            }
+            out
         })
         .as_collection();
     hold_future(expiring, name)

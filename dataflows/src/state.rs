@@ -7,20 +7,16 @@
 //! *Known state*). Timely time only says in which bucket a fact became
 //! known; conditions are evaluated to the millisecond from these fields.
 
-use crate::model::Str;
 use serde::{Deserialize, Serialize};
 
 use crate::campaign::Retention;
-use crate::model::{Body, Event, Seq, Time};
-use differential_dataflow::AsCollection;
-use timely::dataflow::operators::vec::Map;
-
-use crate::operators::{hold_future, with_expiry, Clock, Coll};
+use crate::model::{Body, Event, Seq, Str, Time};
+use crate::operators::{flat_map_expiring, with_expiry, Clock, Coll};
 
 /// A user id.
-pub type User = crate::model::Str;
+pub type User = Str;
 /// A product id.
-pub type Product = crate::model::Str;
+pub type Product = Str;
 
 /// Where a fact stands: its application order and when it became known.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -112,29 +108,20 @@ impl<'s> Resolved<'s> {
         F: Fn(User, Event) -> I + 'static,
         U: Fn(&D) -> Option<Time> + 'static,
     {
-        let clock = self.clock;
         let r = self.retention.clone();
-        let expiring = self
-            .events
-            .inner
-            .clone()
-            .flat_map(move |((u, e), t, diff)| {
-                let kept = retention_end(&r, &e);
-                let mut out = Vec::new();
-                for d in f(u, e) {
+        flat_map_expiring(self.events.clone(), self.clock, name, move |(u, e)| {
+            let kept = retention_end(&r, &e);
+            f(u, e)
+                .into_iter()
+                .map(|d| {
                     let end = match (kept, until(&d)) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
                     };
-                    if let Some(end) = end {
-                        out.push((d.clone(), t.max(clock.after(end)), -diff));
-                    }
-                    out.push((d, t, diff));
-                }
-                out
-            })
-            .as_collection();
-        hold_future(expiring, name)
+                    (d, end)
+                })
+                .collect::<Vec<_>>()
+        })
     }
 }
 

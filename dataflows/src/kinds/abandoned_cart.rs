@@ -1,10 +1,9 @@
 //! `abandoned_cart`: the cart was left alone for `delay_ms`.
 
-use crate::model::Str;
 use serde::{Deserialize, Serialize};
 
 use crate::campaign::AbandonedCart;
-use crate::model::{Item, Money, Time};
+use crate::model::{Item, Money, Str, Time};
 use crate::operators::{shift_to, Candidate, Clock, Coll};
 use crate::state::{apply_ops, evaluated_bucket, firing_times, AtOp, ListOp, Product, User};
 
@@ -140,7 +139,7 @@ fn attach_prices<'s>(
         let id = c.trigger_id;
         c.items
             .into_iter()
-            .map(move |i| (Product::from(i.product_id.as_str()), (id.clone(), due)))
+            .map(move |i| (i.product_id, (id.clone(), due)))
     });
     let found = requests
         .arrange_by_key_named(&format!("{campaign}: items by product"))

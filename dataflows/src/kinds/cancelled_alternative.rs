@@ -1,11 +1,11 @@
 //! `cancelled_alternative`: an order was cancelled for lack of stock; offer
 //! the same item from other sellers.
 
-use crate::model::Str;
 use std::collections::BTreeMap;
 
 use crate::campaign::CancelledAlternative;
 use crate::catalog::{Lookup, Request};
+use crate::model::Str;
 use crate::operators::{evaluate_with_facts, Candidate, Coll};
 use crate::state::{At, OrderFact, User};
 

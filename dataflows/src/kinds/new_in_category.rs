@@ -1,11 +1,10 @@
 //! `new_in_category`: a product was listed in a category the user browsed.
 
-use crate::model::Str;
 use std::collections::BTreeMap;
 
 use crate::campaign::NewInCategory;
 use crate::catalog::{Lookup, Request};
-use crate::model::{Item, Time};
+use crate::model::{Item, Str, Time};
 use crate::operators::{evaluate_with_facts, with_expiry, Candidate, Clock, Coll};
 use crate::state::{At, Product, User};
 

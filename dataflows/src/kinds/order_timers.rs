@@ -1,11 +1,10 @@
 //! `complementary` and `review_request`: timers after `order_delivered`.
 
-use crate::model::Str;
 use serde::{Deserialize, Serialize};
 
 use crate::campaign::{Complementary, ReviewRequest};
 use crate::catalog::{Lookup, Request};
-use crate::model::{Money, Time};
+use crate::model::{Money, Str, Time};
 use crate::operators::{shift_to, Candidate, Clock, Coll};
 use crate::state::{timer_firings, At, Evaluated, OrderFact, Product, Step, User};
 
