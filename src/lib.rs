@@ -9,6 +9,7 @@ pub mod generate;
 pub mod kafka;
 pub mod live;
 pub mod record;
+pub mod recording;
 pub mod replay;
 pub mod runtime;
 pub mod telemetry;

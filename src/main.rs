@@ -133,7 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("--workers must be at least 1");
             }
             let files = replay::input_files(&input)?;
-            let sources = replay::read_sources(&files)?;
+            let sources = replay::file_sources(&files);
             let started = std::time::Instant::now();
             let sink = replay::file_sink(&output)?;
             let summary = replay::replay_into(sources, &config, workers, until, sink).map_err(

@@ -3,8 +3,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use dataflows::model::{Input, Time, Trigger};
 use dataflows::operators::Clock;
@@ -12,6 +12,7 @@ use thiserror::Error;
 
 use crate::codec::{decode_line, TopicNames};
 use crate::config::Config;
+use crate::recording::{self, RecordingError, Source};
 use crate::runtime::Job;
 use crate::telemetry::{BadRecordSeen, RecordsRead, TriggerEmitted};
 
@@ -32,6 +33,8 @@ pub enum ReplayError {
     },
     #[error("timely: {0}")]
     Timely(String),
+    #[error(transparent)]
+    Recording(#[from] RecordingError),
 }
 
 /// Records sent between two waits for the dataflow to catch up.
@@ -80,22 +83,23 @@ pub fn input_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ReplayError> {
     Ok(files)
 }
 
-/// Recording text to replay: `(name, contents)` per file.
+/// Recording text to replay from memory: `(name, contents)` per source.
 pub type Sources = Vec<(String, String)>;
 
-/// Reads the recording files.
-pub fn read_sources(files: &[PathBuf]) -> Result<Sources, ReplayError> {
-    files
-        .iter()
-        .map(|p| {
-            std::fs::read_to_string(p)
-                .map(|text| (p.display().to_string(), text))
-                .map_err(|source| ReplayError::Input {
-                    path: p.display().to_string(),
-                    source,
-                })
+/// In-memory recording text as replay sources.
+pub fn text_sources(sources: Sources) -> Vec<Source> {
+    sources
+        .into_iter()
+        .map(|(name, text)| Source::Text {
+            name,
+            text: Arc::new(text),
         })
         .collect()
+}
+
+/// The recording files as replay sources (streamed, never held whole).
+pub fn file_sources(files: &[PathBuf]) -> Vec<Source> {
+    files.iter().cloned().map(Source::File).collect()
 }
 
 /// Where a replay's trigger records go: called with batches in
@@ -126,7 +130,7 @@ pub fn replay(
     let all = Arc::new(Mutex::new(Vec::new()));
     let into = all.clone();
     let stats = replay_into(
-        sources,
+        text_sources(sources),
         config,
         workers,
         until,
@@ -232,104 +236,194 @@ impl Output {
 
 /// Runs the job over `sources` on `workers` threads, closing event time at
 /// `until` or else at the largest `ts` read. Trigger records go to `sink`
-/// as their time completes, so replay holds neither the input text after
-/// decoding nor the output.
+/// as their time completes. The input is streamed (see
+/// [`crate::recording`]): replay holds neither the input nor the output,
+/// only the records within the input's disorder bound.
 pub fn replay_into(
-    sources: Sources,
+    sources: Vec<Source>,
     config: &Config,
     workers: usize,
     until: Option<Time>,
     sink: Sink,
 ) -> Result<ReplayStats, ReplayError> {
-    let sources = Arc::new(Mutex::new(Some(Arc::new(sources))));
+    let workers = workers.max(1);
+    let t0 = std::time::Instant::now();
+    let plan = Arc::new(recording::plan(&sources, workers)?);
+    tracing::debug!(
+        disorder_ms = plan.disorder_ms,
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        "input scanned"
+    );
+    let sources = Arc::new(sources);
+    let topics = config.topics.inputs();
+    let read_error: Arc<Mutex<Option<RecordingError>>> = Arc::new(Mutex::new(None));
+    let errors = read_error.clone();
+    let stats = run_workers(
+        config,
+        workers,
+        until,
+        plan.disorder_ms,
+        sink,
+        move |index, peers| {
+            let lines = match plan.lines(&sources) {
+                Ok(lines) => lines,
+                Err(e) => {
+                    errors.lock().expect("error lock").get_or_insert(e);
+                    return Box::new(std::iter::empty()) as Box<dyn Iterator<Item = Decoded>>;
+                }
+            };
+            let plan = plan.clone();
+            let topics = topics.clone();
+            let errors = errors.clone();
+            let mut lines = Some(lines);
+            let mut n = 0u64;
+            Box::new(std::iter::from_fn(move || loop {
+                let l = lines.as_mut()?;
+                let Some(line) = l.next() else {
+                    if let Some(e) = l.error() {
+                        errors.lock().expect("error lock").get_or_insert(e);
+                    }
+                    lines = None;
+                    return None;
+                };
+                n += 1;
+                if (n - 1) % peers as u64 != index as u64 {
+                    continue;
+                }
+                let location = || format!("{}:{}", plan.source_name(line.source), line.line_no);
+                return Some(decode_bytes(&line.bytes, &topics, location));
+            }))
+        },
+    );
+    if let Some(e) = read_error.lock().expect("error lock").take() {
+        return Err(e.into());
+    }
+    stats
+}
+
+/// A decoded line: its record, or its bad-record report already emitted.
+type Decoded = Option<Input>;
+
+/// Decodes one recording line; a bad one is reported (with `location`)
+/// and counted, and gives `None`.
+fn decode_bytes(bytes: &[u8], topics: &TopicNames, location: impl Fn() -> String) -> Decoded {
+    let result = std::str::from_utf8(bytes)
+        .map_err(|e| crate::codec::BadRecord {
+            reason: crate::codec::BadReason::InvalidJson,
+            detail: format!("not UTF-8 (invalid byte at column {})", e.valid_up_to() + 1),
+        })
+        .and_then(|line| decode_line(line, topics));
+    match result {
+        Ok((topic, input)) => {
+            RecordsRead {
+                topic: topics.name(topic),
+                count: 1,
+            }
+            .emit();
+            Some(input)
+        }
+        Err(e) => {
+            let topic = serde_json::from_slice::<serde_json::Value>(bytes)
+                .ok()
+                .and_then(|v| v.get("topic").and_then(|t| t.as_str()).map(str::to_string))
+                .unwrap_or_else(|| "unknown".into());
+            BadRecordSeen {
+                topic: &topic,
+                reason: e.reason.label(),
+                location: &location(),
+                detail: &e.detail,
+            }
+            .emit();
+            None
+        }
+    }
+}
+
+/// The replay loop shared by files and generated lines: on each of
+/// `workers` threads, `inputs(index, peers)` gives that worker's share of
+/// the decoded lines in event-time order up to `disorder_ms`; they are fed
+/// to the job, event time is closed at `until` or else at the largest time
+/// read, and trigger records go to `sink` as their time completes.
+fn run_workers<F>(
+    config: &Config,
+    workers: usize,
+    until: Option<Time>,
+    disorder_ms: Time,
+    sink: Sink,
+    inputs: F,
+) -> Result<ReplayStats, ReplayError>
+where
+    F: Fn(usize, usize) -> Box<dyn Iterator<Item = Decoded>> + Send + Sync + 'static,
+{
     let campaigns = config.campaigns.clone();
     let retention = config.retention.clone();
-    let topics = config.topics.inputs();
     let clock = Clock::new(config.time.bucket_ms);
     let workers = workers.max(1);
+    // The largest time any worker has read, and how many have read all
+    // their input: a worker that is done follows the others' progress
+    // (blocking on a barrier instead would stall a worker waiting for it).
     let max_ts = Arc::new(AtomicU64::new(0));
-    let barrier = Arc::new(Barrier::new(workers));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let close_at = Arc::new(AtomicU64::new(until.unwrap_or(Time::MAX)));
     let counts = Arc::new(Mutex::new((0u64, 0u64)));
-    let closed = Arc::new(AtomicU64::new(0));
     let output = Arc::new(Output::new(sink));
-
     let result = {
         let counts = counts.clone();
-        let closed = closed.clone();
+        let max_ts = max_ts.clone();
         let output = output.clone();
+        let close_at = close_at.clone();
         timely::execute(timely::Config::process(workers), move |worker| {
             let index = worker.index();
             let peers = worker.peers();
-            let t0 = std::time::Instant::now();
-            let text = sources.lock().expect("sources lock").clone();
-            let (local, read, bad) = match text {
-                Some(text) => decode_share(&text, &topics, index, peers),
-                None => (Vec::new(), 0, 0),
+            let sink = output.clone();
+            let close = close_at.clone();
+            let mut job = Job::build(worker, &campaigns, &retention, clock, move |t: Trigger| {
+                if t.ts <= close.load(Ordering::SeqCst) {
+                    sink.pending.lock().expect("pending lock").push(t);
+                }
+            });
+            let (mut read, mut bad) = (0u64, 0u64);
+            let mine = inputs(index, peers).filter_map(|d| {
+                read += 1;
+                let Some(input) = d else {
+                    bad += 1;
+                    return None;
+                };
+                let t = input.time();
+                if until.is_some_and(|u| t > u) {
+                    return None;
+                }
+                Some(input)
+            });
+            let progress = Progress {
+                newest: &max_ts,
+                disorder_ms,
             };
-            tracing::debug!(
-                worker = index,
-                elapsed_ms = t0.elapsed().as_millis() as u64,
-                "decoded"
+            feed(
+                worker,
+                &mut job,
+                clock,
+                mine,
+                &progress,
+                index == 0,
+                &output,
             );
             {
                 let mut c = counts.lock().expect("counts lock");
                 c.0 += read;
                 c.1 += bad;
             }
-            let local_max = local.iter().map(|i| i.time()).max().unwrap_or(0);
-            max_ts.fetch_max(local_max, Ordering::SeqCst);
-            barrier.wait();
-            // Every worker has decoded its share: the text can go.
-            sources.lock().expect("sources lock").take();
-            let close = until.unwrap_or_else(|| max_ts.load(Ordering::SeqCst));
-            closed.store(close, Ordering::SeqCst);
-
-            let sink = output.clone();
-            let mut job = Job::build(worker, &campaigns, &retention, clock, move |t: Trigger| {
-                if t.ts <= close {
-                    sink.pending.lock().expect("pending lock").push(t);
-                }
-            });
-            // Feed in time order, a chunk at a time, so that only a few
-            // distinct times are in flight at once (progress tracking cost
-            // grows with them). The sorted input is split into blocks that
-            // are freed as they are sent.
-            let mut local: Vec<Input> = local.into_iter().filter(|i| i.time() <= close).collect();
-            local.sort_unstable_by_key(|i| i.time());
-            let mut blocks: Vec<Vec<Input>> = Vec::new();
-            let mut rest = local.into_iter();
-            loop {
-                let block: Vec<Input> = rest.by_ref().take(10 * CHUNK).collect();
-                if block.is_empty() {
-                    break;
-                }
-                blocks.push(block);
+            finished.fetch_add(1, Ordering::SeqCst);
+            while finished.load(Ordering::SeqCst) < peers {
+                job.advance_to(progress.safe());
+                worker.step();
             }
-            feed(
-                worker,
-                &mut job,
-                clock,
-                blocks.into_iter().flatten(),
-                index == 0,
-                &output,
-            );
+            let close = until.unwrap_or_else(|| max_ts.load(Ordering::SeqCst));
+            close_at.store(close, Ordering::SeqCst);
             job.advance_to(clock.after(close));
-            tracing::debug!(
-                worker = index,
-                elapsed_ms = t0.elapsed().as_millis() as u64,
-                "sent"
-            );
-            let mut steps = 0u64;
             while !job.done_through(close) {
                 worker.step();
-                steps += 1;
             }
-            tracing::debug!(
-                worker = index,
-                steps,
-                elapsed_ms = t0.elapsed().as_millis() as u64,
-                "stepped"
-            );
             // Event time is closed: drop the dataflow rather than let timely
             // run the timers and retractions that lie beyond the close.
             drop(job);
@@ -343,30 +437,49 @@ pub fn replay_into(
     for r in result {
         r.map_err(ReplayError::Timely)?;
     }
-    output.finish(&counts, closed.load(Ordering::SeqCst))
+    let close = until.unwrap_or_else(|| max_ts.load(Ordering::SeqCst));
+    output
+        .pending
+        .lock()
+        .expect("pending lock")
+        .retain(|t| t.ts <= close);
+    output.finish(&counts, close)
 }
 
-/// Sends `inputs` (in time order) to `job`, a chunk at a time: before the
-/// first input of a later bucket once a chunk is full, the job is stepped
-/// until the previous buckets are complete (so that only a few distinct
-/// times are in flight), and the first worker (`lead`) hands the records
-/// that became final to the output and logs progress with resident memory.
+/// Sends `inputs` (in time order up to `disorder_ms`) to `job`, a chunk at
+/// a time: once a chunk is full and the safe time (the largest time read
+/// minus the disorder bound: no later input is earlier) has entered a later
+/// bucket, the frontier moves there and the job is stepped until the
+/// previous buckets are complete (so that only a few distinct times are in
+/// flight), and the first worker (`lead`) hands the records that became
+/// final to the output and logs progress with resident memory.
 fn feed(
     worker: &mut timely::worker::Worker,
     job: &mut Job,
     clock: Clock,
     inputs: impl Iterator<Item = Input>,
+    progress: &Progress,
     lead: bool,
     output: &Output,
 ) -> usize {
     let mut since_step = 0usize;
     let mut chunks = 0u64;
     let mut sent = 0usize;
+    let mut newest = 0;
     for input in inputs {
-        let at = input.time();
-        if since_step >= CHUNK && job.frontier().is_some_and(|f| clock.at(at) > clock.at(f)) {
-            job.advance_to(at);
-            let through = at.saturating_sub(clock.bucket_ms);
+        newest = newest.max(input.time());
+        let late = job.send(input);
+        debug_assert!(!late, "replay never sends behind its frontier");
+        since_step += 1;
+        sent += 1;
+        if since_step < CHUNK {
+            continue;
+        }
+        progress.newest.fetch_max(newest, Ordering::SeqCst);
+        let safe = newest.saturating_sub(progress.disorder_ms);
+        if job.frontier().is_some_and(|f| clock.at(safe) > clock.at(f)) {
+            job.advance_to(safe);
+            let through = clock.at(safe).saturating_sub(1);
             while !job.done_through(through) {
                 worker.step();
             }
@@ -378,17 +491,32 @@ fn feed(
             if lead && chunks.is_multiple_of(10) {
                 tracing::info!(
                     sent,
-                    event_time_ms = at,
+                    event_time_ms = safe,
                     rss_mb = crate::telemetry::resident_mb().unwrap_or(0),
                     "replay progress"
                 );
             }
         }
-        job.send(input);
-        since_step += 1;
-        sent += 1;
     }
+    progress.newest.fetch_max(newest, Ordering::SeqCst);
     sent
+}
+
+/// How far the workers have read, shared between them.
+struct Progress<'a> {
+    /// The largest time any worker has read (published once per chunk).
+    newest: &'a AtomicU64,
+    /// No input lies further than this behind the largest time before it.
+    disorder_ms: Time,
+}
+
+impl Progress<'_> {
+    /// A time no worker will send an input before.
+    fn safe(&self) -> Time {
+        self.newest
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.disorder_ms)
+    }
 }
 
 /// Runs the job over recording lines produced in time order by `lines`
@@ -403,143 +531,20 @@ pub fn replay_lines<F, I>(
 ) -> Result<ReplayStats, ReplayError>
 where
     F: Fn() -> I + Send + Sync + 'static,
-    I: Iterator<Item = String>,
+    I: Iterator<Item = String> + 'static,
 {
-    let campaigns = config.campaigns.clone();
-    let retention = config.retention.clone();
     let topics = config.topics.inputs();
-    let clock = Clock::new(config.time.bucket_ms);
-    let workers = workers.max(1);
-    let max_ts = Arc::new(AtomicU64::new(0));
-    let close_at = Arc::new(AtomicU64::new(Time::MAX));
-    let barrier = Arc::new(Barrier::new(workers));
-    let counts = Arc::new(Mutex::new((0u64, 0u64)));
-    let output = Arc::new(Output::new(sink));
-    let result = {
-        let counts = counts.clone();
-        let max_ts = max_ts.clone();
-        let output = output.clone();
-        timely::execute(timely::Config::process(workers), move |worker| {
-            let index = worker.index();
-            let peers = worker.peers();
-            let sink = output.clone();
-            let close = close_at.clone();
-            let mut job = Job::build(worker, &campaigns, &retention, clock, move |t: Trigger| {
-                if t.ts <= close.load(Ordering::SeqCst) {
-                    sink.pending.lock().expect("pending lock").push(t);
-                }
-            });
-            let (mut read, mut bad, mut local_max) = (0u64, 0u64, 0);
-            let mine = lines()
+    run_workers(config, workers, None, 0, sink, move |index, peers| {
+        let topics = topics.clone();
+        Box::new(
+            lines()
                 .enumerate()
-                .filter(|(n, _)| n % peers == index)
-                .filter_map(|(n, line)| {
-                    read += 1;
-                    match decode_line(&line, &topics) {
-                        Ok((topic, input)) => {
-                            RecordsRead {
-                                topic: topics.name(topic),
-                                count: 1,
-                            }
-                            .emit();
-                            local_max = local_max.max(input.time());
-                            Some(input)
-                        }
-                        Err(e) => {
-                            bad += 1;
-                            BadRecordSeen {
-                                topic: "unknown",
-                                reason: e.reason.label(),
-                                location: &format!("line {}", n + 1),
-                                detail: &e.detail,
-                            }
-                            .emit();
-                            None
-                        }
-                    }
-                });
-            feed(worker, &mut job, clock, mine, index == 0, &output);
-            max_ts.fetch_max(local_max, Ordering::SeqCst);
-            {
-                let mut c = counts.lock().expect("counts lock");
-                c.0 += read;
-                c.1 += bad;
-            }
-            barrier.wait();
-            let close = max_ts.load(Ordering::SeqCst);
-            close_at.store(close, Ordering::SeqCst);
-            job.advance_to(clock.after(close));
-            while !job.done_through(close) {
-                worker.step();
-            }
-            drop(job);
-            for id in worker.installed_dataflows() {
-                worker.drop_dataflow(id);
-            }
-        })
-        .map_err(ReplayError::Timely)?
-        .join()
-    };
-    for r in result {
-        r.map_err(ReplayError::Timely)?;
-    }
-    let close = max_ts.load(Ordering::SeqCst);
-    output
-        .pending
-        .lock()
-        .expect("pending lock")
-        .retain(|t| t.ts <= close);
-    output.finish(&counts, close)
-}
-
-/// Decodes this worker's share of the lines (every `peers`-th line).
-fn decode_share(
-    sources: &Sources,
-    topics: &TopicNames,
-    index: usize,
-    peers: usize,
-) -> (Vec<Input>, u64, u64) {
-    let mut local = Vec::new();
-    let mut read = 0u64;
-    let mut bad = 0u64;
-    let mut n = 0usize;
-    for (name, text) in sources.iter() {
-        for (line_no, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            n += 1;
-            if (n - 1) % peers != index {
-                continue;
-            }
-            read += 1;
-            match decode_line(line, topics) {
-                Ok((topic, input)) => {
-                    RecordsRead {
-                        topic: topics.name(topic),
-                        count: 1,
-                    }
-                    .emit();
-                    local.push(input);
-                }
-                Err(e) => {
-                    bad += 1;
-                    let topic = serde_json::from_str::<serde_json::Value>(line)
-                        .ok()
-                        .and_then(|v| v.get("topic").and_then(|t| t.as_str()).map(str::to_string))
-                        .unwrap_or_else(|| "unknown".into());
-                    BadRecordSeen {
-                        topic: &topic,
-                        reason: e.reason.label(),
-                        location: &format!("{name}:{}", line_no + 1),
-                        detail: &e.detail,
-                    }
-                    .emit();
-                }
-            }
-        }
-    }
-    (local, read, bad)
+                .filter(move |(n, _)| n % peers == index)
+                .map(move |(n, line)| {
+                    decode_bytes(line.as_bytes(), &topics, || format!("line {}", n + 1))
+                }),
+        )
+    })
 }
 
 /// A sink writing trigger records as JSON lines to `path` (`-` for stdout).

@@ -116,11 +116,14 @@ pub fn build<'s>(
                 })
             }
             Kind::PriceDrop(p) => {
-                let views = state::views_by_product(
-                    &resolved,
-                    p.view_window_ms,
-                    &format!("{name}: views in window"),
-                );
+                // Views are kept only for a campaign that reads them.
+                let views = p.audiences.contains(&campaign::Audience::Viewed).then(|| {
+                    state::views_by_product(
+                        &resolved,
+                        p.view_window_ms,
+                        &format!("{name}: views in window"),
+                    )
+                });
                 firings.push(kinds::price_drop(
                     name,
                     p,

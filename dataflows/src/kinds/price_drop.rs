@@ -35,18 +35,18 @@ pub(crate) fn per_user<'a>(
 /// that holds on the state known at `t`: `cart` (p in cart(u)), `wishlist`
 /// (p in wishlist(u)), `viewed` (u viewed p in `[t - view_window, t]` and
 /// ordered no p after the latest such view). *id*: `(u, p, t)`.
+/// `views_by_product` is given when the campaign's audiences include `viewed`.
 pub fn price_drop<'s>(
     campaign: &str,
     params: &PriceDrop,
     changes: Coll<'s, (Product, ProductChange)>,
     lists_by_product: Coll<'s, ByProduct>,
-    views_by_product: Coll<'s, ByProduct>,
+    views_by_product: Option<Coll<'s, ByProduct>>,
 ) -> Coll<'s, Firing> {
     let factor = 1.0 - params.min_drop_pct / 100.0;
-    let facts = if params.audiences.contains(&Audience::Viewed) {
-        lists_by_product.concat(views_by_product)
-    } else {
-        lists_by_product
+    let facts = match views_by_product {
+        Some(views) => lists_by_product.concat(views),
+        None => lists_by_product,
     };
     let window = params.view_window_ms;
     let audiences = params.audiences.clone();
