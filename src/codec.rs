@@ -431,13 +431,16 @@ impl TopicNames {
 }
 
 /// One line of a recording file, with its payload still as raw JSON.
+/// Fields are borrowed from the line where they can be (no copy per line).
 #[derive(Deserialize)]
 pub struct RecordedLine<'a> {
-    pub topic: String,
+    #[serde(borrow)]
+    pub topic: std::borrow::Cow<'a, str>,
     pub partition: Option<i32>,
     pub offset: Option<i64>,
     pub timestamp: Option<i64>,
-    pub key: Option<String>,
+    #[serde(borrow)]
+    pub key: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     pub value: &'a RawValue,
 }

@@ -44,7 +44,10 @@ pub fn build<'s>(
         Input::Tracking(e) => Some(e),
         _ => None,
     });
-    let events = dedup_events(tracking.inner, retention.dedup_ms);
+    // De-duplicated first (a repeated id is one event whatever its type),
+    // then only the events some campaign reads go on.
+    let reads = Reads::of(campaigns);
+    let events = dedup_events(tracking.inner, retention.dedup_ms).filter(move |e| reads.wanted(e));
     let resolved = state::Resolved::new(events, clock, retention);
 
     let product_msgs = records.clone().flat_map(|r| match r {
@@ -230,6 +233,95 @@ pub fn build<'s>(
         filters,
     );
     fire_once(ready, retention.fired_ms, meta)
+}
+
+/// Which tracking events the configured campaigns read: every other event
+/// is dropped right after de-duplication, so that it is neither moved nor
+/// held by operators that would ignore it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Reads {
+    /// Every activity event (session kinds, reactivation, activity filter).
+    activity: bool,
+    /// `cart_add`, `cart_remove`.
+    cart: bool,
+    /// `wishlist_add`, `wishlist_remove`.
+    wishlist: bool,
+    /// `order_placed`.
+    orders: bool,
+    /// `order_delivered`, `order_cancelled`, `review_submitted`.
+    order_life: bool,
+    /// `product_view`.
+    views: bool,
+    /// `category_view`.
+    category_views: bool,
+}
+
+impl Reads {
+    fn of(campaigns: &[Campaign]) -> Self {
+        let mut r = Reads::default();
+        for c in campaigns {
+            match &c.kind {
+                Kind::AbandonedCart(_) => {
+                    r.cart = true;
+                    r.orders = true;
+                }
+                Kind::AbandonedBrowse(_)
+                | Kind::AbandonedSearch(_)
+                | Kind::AbandonedCategory(_)
+                | Kind::Reactivation(_) => r.activity = true,
+                Kind::PriceDrop(p) => {
+                    r.cart = true;
+                    r.wishlist = true;
+                    r.orders = true;
+                    r.views |= p.audiences.contains(&campaign::Audience::Viewed);
+                }
+                Kind::BackInStock(_) => {
+                    r.cart = true;
+                    r.wishlist = true;
+                    r.orders = true;
+                }
+                Kind::WishlistReminder(_) => {
+                    r.wishlist = true;
+                    r.orders = true;
+                }
+                Kind::Complementary(_) | Kind::ReviewRequest(_) | Kind::CancelledAlternative(_) => {
+                    r.orders = true;
+                    r.order_life = true;
+                }
+                Kind::NewInCategory(_) => {
+                    r.views = true;
+                    r.category_views = true;
+                    r.orders = true;
+                }
+            }
+            r.activity |= c.filters.needs_activity();
+            r.orders |= c.filters.no_order_within_ms.is_some();
+        }
+        r
+    }
+
+    /// Whether a campaign reads `e`. Identities, consents, forgets and
+    /// events carrying a language or timezone are always read (by identity
+    /// stitching and the gate).
+    fn wanted(&self, e: &model::Event) -> bool {
+        use model::Body;
+        if e.language.is_some() || e.timezone.is_some() {
+            return true;
+        }
+        match &e.body {
+            Body::Identify { .. } | Body::Consent { .. } | Body::Forget => true,
+            _ if self.activity => true,
+            Body::CartAdd { .. } | Body::CartRemove { .. } => self.cart,
+            Body::WishlistAdd { .. } | Body::WishlistRemove { .. } => self.wishlist,
+            Body::OrderPlaced { .. } => self.orders,
+            Body::OrderDelivered { .. }
+            | Body::OrderCancelled { .. }
+            | Body::ReviewSubmitted { .. } => self.order_life,
+            Body::ProductView { .. } => self.views,
+            Body::CategoryView { .. } => self.category_views,
+            Body::Search { .. } | Body::AppOpen | Body::Other { .. } => false,
+        }
+    }
 }
 
 /// The collection in `slot`, built by `make` on first use: derived

@@ -354,7 +354,17 @@ pub fn dedup_events<'s>(
             "DedupEventId",
             move |_cap, _info| {
                 let mut pending = Pending::new();
-                let mut seen: Remembered<Box<str>> = Remembered::new();
+                // Ids as 128 bits of two independently seeded hashes: one
+                // map entry of fixed size per id, no copy of its text.
+                let mut seen: Remembered<u128> = Remembered::new();
+                let seeds = (
+                    foldhash::quality::RandomState::default(),
+                    foldhash::quality::RandomState::default(),
+                );
+                let key = move |id: &str| {
+                    use std::hash::BuildHasher;
+                    ((seeds.0.hash_one(id) as u128) << 64) | seeds.1.hash_one(id) as u128
+                };
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         let Some(&least) = cap.least() else { return };
@@ -366,16 +376,20 @@ pub fn dedup_events<'s>(
                     });
                     let f = frontier_time(frontier);
                     while let Some((cap, t, mut batch)) = pending.next_complete(f) {
-                        batch.sort();
+                        // The order `Event`'s `Ord` gives, compared field by
+                        // field only on ties of the leading ones.
+                        batch.sort_unstable_by(|a, b| {
+                            (a.ts, a.known, &a.event_id)
+                                .cmp(&(b.ts, b.known, &b.event_id))
+                                .then_with(|| a.cmp(b))
+                        });
                         let mut session = output.session(&cap);
                         for e in batch {
-                            if seen.contains(e.event_id.as_str()) {
+                            let k = key(&e.event_id);
+                            if seen.contains(&k) {
                                 continue;
                             }
-                            seen.insert(
-                                e.event_id.as_str().into(),
-                                e.ts.saturating_add(window_ms).max(t),
-                            );
+                            seen.insert(k, e.ts.saturating_add(window_ms).max(t));
                             session.give((e, t, 1isize));
                         }
                     }
@@ -778,6 +792,153 @@ where
     evaluate_with_facts(changes, facts, name, move |p: &Str, change, facts, out| {
         logic(p, &change, facts, out)
     })
+}
+
+/// A key's facts with their multiplicities, sorted by fact.
+pub type KeyFacts<F> = Vec<(F, isize)>;
+
+/// Keyed state with timers, for the per-user timer kinds: each key keeps
+/// its facts (a maintained collection, exchanged by key) as a sorted list,
+/// every worker keeps `S`, a state built from `shared` (broadcast: small
+/// product-side facts such as prices), and `logic(key, facts, shared, b,
+/// out)` runs for a key in bucket `b` when one of its facts arrives in `b`
+/// or when the timer `due(fact)` (ms) of one of its facts falls in `b`. At
+/// each complete time, shared facts are applied first, then keyed facts,
+/// then the keys are evaluated in key order. Outputs are insertions at `b`.
+///
+/// This stands in for a `reduce` whose input holds timers as facts shifted
+/// to their due time: the same keys are evaluated at the same buckets on
+/// the same facts, without re-reading an arrangement's history.
+#[allow(clippy::too_many_arguments)]
+pub fn keyed_timers<'s, K, F, P, S, O, D, A, L>(
+    facts: Coll<'s, (K, F)>,
+    shared: Coll<'s, P>,
+    name: &str,
+    clock: Clock,
+    due: D,
+    mut shared_state: S,
+    mut apply: A,
+    mut logic: L,
+) -> Coll<'s, O>
+where
+    K: ExchangeData + Hashable<Output = u64> + std::hash::Hash,
+    F: ExchangeData,
+    P: ExchangeData,
+    S: 'static,
+    O: Data,
+    D: Fn(&F) -> Option<Time> + 'static,
+    A: FnMut(&mut S, P, isize) + 'static,
+    L: FnMut(&K, &[(F, isize)], &S, Time, &mut Vec<O>) + 'static,
+{
+    use timely::dataflow::operators::generic::operator::Operator as _;
+    use timely::dataflow::operators::vec::Broadcast;
+    let shared = shared.inner.broadcast();
+    facts
+        .inner
+        .binary_frontier(
+            shared,
+            Exchange::new(|u: &((K, F), Time, isize)| (u.0).0.hashed()),
+            Pipeline,
+            name,
+            move |_cap, _info| {
+                let mut pending_facts: BTreeMap<Time, Vec<KeyedUpdate<K, F>>> = BTreeMap::new();
+                let mut pending_shared: BTreeMap<Time, Vec<(P, isize)>> = BTreeMap::new();
+                let mut timers: BTreeMap<Time, Vec<K>> = BTreeMap::new();
+                let mut held: Option<Capability<Time>> = None;
+                let mut state: HashMap<K, KeyFacts<F>, foldhash::fast::RandomState> =
+                    HashMap::default();
+                let mut found: Vec<O> = Vec::new();
+                move |(in1, f1), (in2, f2), output| {
+                    in1.for_each(|cap, data| {
+                        let Some(&least) = cap.least() else { return };
+                        for (f, t, r) in data.drain(..) {
+                            let t = t.max(least);
+                            pending_facts.entry(t).or_default().push((f, r));
+                            hold(&mut held, &cap, t);
+                        }
+                    });
+                    in2.for_each(|cap, data| {
+                        let Some(&least) = cap.least() else { return };
+                        for (p, t, r) in data.drain(..) {
+                            let t = t.max(least);
+                            pending_shared.entry(t).or_default().push((p, r));
+                            hold(&mut held, &cap, t);
+                        }
+                    });
+                    let frontier = match (frontier_time(f1), frontier_time(f2)) {
+                        (Some(x), Some(y)) => Some(x.min(y)),
+                        (x, y) => x.or(y),
+                    };
+                    loop {
+                        let least = [
+                            pending_facts.keys().next(),
+                            pending_shared.keys().next(),
+                            timers.keys().next(),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                        .copied();
+                        let Some(t) = least.filter(|t| frontier.is_none_or(|f| *t < f)) else {
+                            break;
+                        };
+                        for (p, r) in pending_shared.remove(&t).unwrap_or_default() {
+                            apply(&mut shared_state, p, r);
+                        }
+                        let mut touched: Vec<K> = timers.remove(&t).unwrap_or_default();
+                        for ((k, f), r) in pending_facts.remove(&t).unwrap_or_default() {
+                            if r > 0 {
+                                if let Some(d) = due(&f) {
+                                    let at = clock.at(d);
+                                    if at > t {
+                                        timers.entry(at).or_default().push(k.clone());
+                                    }
+                                }
+                                touched.push(k.clone());
+                            }
+                            let facts = state.entry(k.clone()).or_default();
+                            match facts.binary_search_by(|(x, _)| x.cmp(&f)) {
+                                Ok(i) => {
+                                    facts[i].1 += r;
+                                    if facts[i].1 == 0 {
+                                        facts.remove(i);
+                                    }
+                                }
+                                Err(i) => facts.insert(i, (f, r)),
+                            }
+                            if facts.is_empty() {
+                                state.remove(&k);
+                            }
+                        }
+                        touched.sort_unstable();
+                        touched.dedup();
+                        for k in &touched {
+                            if let Some(facts) = state.get(k) {
+                                logic(k, facts, &shared_state, t, &mut found);
+                            }
+                        }
+                        if !found.is_empty() {
+                            let cap = held.as_ref().expect("held capability").delayed(&t);
+                            let mut session = output.session(&cap);
+                            for x in found.drain(..) {
+                                session.give((x, t, 1isize));
+                            }
+                        }
+                    }
+                    let least = [
+                        pending_facts.keys().next(),
+                        pending_shared.keys().next(),
+                        timers.keys().next(),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .copied();
+                    release_to(&mut held, least);
+                }
+            },
+        )
+        .as_collection()
 }
 
 #[cfg(test)]
