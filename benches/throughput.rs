@@ -9,6 +9,11 @@
 //! `cargo bench --bench throughput -- [--events N] [--users N] [--products N]
 //!  [--workers N] [--rate-per-s R] [--bucket-ms MS] [--config FILE]`
 //! Defaults: 10M events, 1M users, 100k products, 2 workers.
+//!
+//! `cargo bench --bench throughput -- --input FILE [--workers N] [--config FILE]`
+//! replays a recording file instead, exactly as `tripwire replay` reads it
+//! (the figures of the side-by-side table: `../shared/bench/gen.py` files),
+//! with the configuration's bucket width.
 
 use std::time::Instant;
 
@@ -55,28 +60,49 @@ fn main() {
         Some(i) => Config::load(std::path::Path::new(&args[i + 1])).expect("a valid --config"),
         None => Config::default(),
     };
+    let encoded = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = encoded.clone();
+    let sink = Box::new(move |batch: &[dataflows::model::Trigger]| {
+        // Encode as the CLI would, and count the bytes.
+        let bytes: usize = batch
+            .iter()
+            .map(|t| tripwire::codec::encode_trigger(t).len() + 1)
+            .sum();
+        count.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    });
+    if let Some(i) = args.iter().position(|a| a == "--input") {
+        let input = std::path::PathBuf::from(&args[i + 1]);
+        let started = Instant::now();
+        let summary = tripwire::replay::replay_into(
+            tripwire::replay::file_sources(std::slice::from_ref(&input)),
+            &config,
+            workers,
+            None,
+            sink,
+        )
+        .expect("replay runs");
+        let elapsed = started.elapsed().as_secs_f64();
+        println!(
+            "throughput: {} records of {} in {elapsed:.2} s on {workers} workers = {:.0} events/s; \
+             {} triggers ({} MB of JSON); peak RSS {:.0} MB; bucket {} ms",
+            summary.records,
+            input.display(),
+            summary.records as f64 / elapsed,
+            summary.triggers,
+            encoded.load(std::sync::atomic::Ordering::Relaxed) / 1_000_000,
+            peak_rss_mb(),
+            config.time.bucket_ms,
+        );
+        return;
+    }
     config.time.bucket_ms = arg("--bucket-ms", 60_000.0) as u64;
 
     let events = gen.events;
     let started = Instant::now();
-    let encoded = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let count = encoded.clone();
     let lines_of = gen.clone();
-    let summary = tripwire::replay::replay_lines(
-        move || lines(&lines_of),
-        &config,
-        workers,
-        Box::new(move |batch: &[dataflows::model::Trigger]| {
-            // Encode as the CLI would, and count the bytes.
-            let bytes: usize = batch
-                .iter()
-                .map(|t| tripwire::codec::encode_trigger(t).len() + 1)
-                .sum();
-            count.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
-            Ok(())
-        }),
-    )
-    .expect("replay runs");
+    let summary = tripwire::replay::replay_lines(move || lines(&lines_of), &config, workers, sink)
+        .expect("replay runs");
     let elapsed = started.elapsed().as_secs_f64();
     println!(
         "throughput: {events} events ({} users, {} products) in {elapsed:.1} s on {workers} workers = {:.0} events/s \

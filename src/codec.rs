@@ -91,6 +91,16 @@ fn from_json_error(e: serde_json::Error) -> BadRecord {
     }
 }
 
+/// Parses a payload: as text when it is UTF-8 (serde_json reads `&str`
+/// faster than bytes), else as bytes, so that errors are the same either way.
+fn parse<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, BadRecord> {
+    match std::str::from_utf8(payload) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(payload),
+    }
+    .map_err(from_json_error)
+}
+
 /// Checks an identifier: a non-empty string of at most 256 bytes.
 fn ident(field: &str, v: Option<Str>) -> Result<Str, BadRecord> {
     let v = v.ok_or_else(|| missing(field))?;
@@ -181,7 +191,7 @@ fn one_of(field: &str, v: Option<Str>, allowed: &[&str]) -> Result<Option<Str>, 
 }
 
 fn decode_event(payload: &[u8]) -> Result<Event, BadRecord> {
-    let r: RawEvent = serde_json::from_slice(payload).map_err(from_json_error)?;
+    let r: RawEvent = parse(payload)?;
     let event_id = ident("event_id", r.event_id)?;
     let kind = r.kind.ok_or_else(|| missing("type"))?;
     let ts = r.ts.ok_or_else(|| missing("ts"))?;
@@ -350,7 +360,7 @@ pub fn decode(topic: Topic, payload: &[u8]) -> Result<Input, BadRecord> {
     match topic {
         Topic::Tracking => decode_event(payload).map(Input::Tracking),
         Topic::Prices => {
-            let r: RawPrice = serde_json::from_slice(payload).map_err(from_json_error)?;
+            let r: RawPrice = parse(payload)?;
             Ok(Input::Price(PriceMsg {
                 product_id: ident("product_id", r.product_id)?,
                 ts: r.ts.ok_or_else(|| missing("ts"))?,
@@ -359,7 +369,7 @@ pub fn decode(topic: Topic, payload: &[u8]) -> Result<Input, BadRecord> {
             }))
         }
         Topic::Stock => {
-            let r: RawStock = serde_json::from_slice(payload).map_err(from_json_error)?;
+            let r: RawStock = parse(payload)?;
             Ok(Input::Stock(StockMsg {
                 product_id: ident("product_id", r.product_id)?,
                 ts: r.ts.ok_or_else(|| missing("ts"))?,
@@ -367,7 +377,7 @@ pub fn decode(topic: Topic, payload: &[u8]) -> Result<Input, BadRecord> {
             }))
         }
         Topic::Catalog => {
-            let r: RawCatalog = serde_json::from_slice(payload).map_err(from_json_error)?;
+            let r: RawCatalog = parse(payload)?;
             Ok(Input::Catalog(CatalogMsg {
                 product_id: ident("product_id", r.product_id)?,
                 category_id: ident("category_id", r.category_id)?,

@@ -96,7 +96,10 @@ impl Job {
         if self.staged.is_empty() {
             return;
         }
-        self.staged.sort_unstable_by_key(|(t, _)| *t);
+        // Usually in order already (replay feeds by time): then no record moves.
+        if !self.staged.is_sorted_by_key(|(t, _)| *t) {
+            self.staged.sort_by_key(|(t, _)| *t);
+        }
         let mut act = self.handle.activate();
         let mut staged = self.staged.drain(..).peekable();
         while let Some((t, input)) = staged.next() {

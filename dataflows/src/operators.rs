@@ -375,16 +375,21 @@ pub fn dedup_events<'s>(
                         }
                     });
                     let f = frontier_time(frontier);
-                    while let Some((cap, t, mut batch)) = pending.next_complete(f) {
-                        // The order `Event`'s `Ord` gives, compared field by
-                        // field only on ties of the leading ones.
-                        batch.sort_unstable_by(|a, b| {
+                    while let Some((cap, t, batch)) = pending.next_complete(f) {
+                        // In the order `Event`'s `Ord` gives, compared field by
+                        // field only on ties of the leading ones; positions are
+                        // sorted, not the (large) events.
+                        let mut order: Vec<u32> = (0..batch.len() as u32).collect();
+                        order.sort_unstable_by(|&i, &j| {
+                            let (a, b): (&Event, &Event) = (&batch[i as usize], &batch[j as usize]);
                             (a.ts, a.known, &a.event_id)
                                 .cmp(&(b.ts, b.known, &b.event_id))
                                 .then_with(|| a.cmp(b))
                         });
+                        let mut batch: Vec<Option<Event>> = batch.into_iter().map(Some).collect();
                         let mut session = output.session(&cap);
-                        for e in batch {
+                        for i in order {
+                            let e = batch[i as usize].take().expect("each position once");
                             let k = key(&e.event_id);
                             if seen.contains(&k) {
                                 continue;
