@@ -807,7 +807,8 @@ pub type KeyFacts<F> = Vec<(F, isize)>;
 /// every worker keeps `S`, a state built from `shared` (broadcast: small
 /// product-side facts such as prices), and `logic(key, facts, shared, b,
 /// out)` runs for a key in bucket `b` when one of its facts arrives in `b`
-/// or when the timer `due(fact)` (ms) of one of its facts falls in `b`. At
+/// or when a timer of one of its facts falls in `b` (`due(fact, timers)`
+/// pushes the fact's timers, in ms). Without `shared`, `S` stays as given. At
 /// each complete time, shared facts are applied first, then keyed facts,
 /// then the keys are evaluated in key order. Outputs are insertions at `b`.
 ///
@@ -817,7 +818,7 @@ pub type KeyFacts<F> = Vec<(F, isize)>;
 #[allow(clippy::too_many_arguments)]
 pub fn keyed_timers<'s, K, F, P, S, O, D, A, L>(
     facts: Coll<'s, (K, F)>,
-    shared: Coll<'s, P>,
+    shared: Option<Coll<'s, P>>,
     name: &str,
     clock: Clock,
     due: D,
@@ -831,13 +832,16 @@ where
     P: ExchangeData,
     S: 'static,
     O: Data,
-    D: Fn(&F) -> Option<Time> + 'static,
+    D: Fn(&F, &mut Vec<Time>) + 'static,
     A: FnMut(&mut S, P, isize) + 'static,
     L: FnMut(&K, &[(F, isize)], &S, Time, &mut Vec<O>) + 'static,
 {
     use timely::dataflow::operators::generic::operator::Operator as _;
     use timely::dataflow::operators::vec::Broadcast;
-    let shared = shared.inner.broadcast();
+    let shared = match shared {
+        Some(s) => s.inner.broadcast(),
+        None => timely::dataflow::operators::generic::operator::empty(facts.inner.scope()),
+    };
     facts
         .inner
         .binary_frontier(
@@ -853,6 +857,7 @@ where
                 let mut state: HashMap<K, KeyFacts<F>, foldhash::fast::RandomState> =
                     HashMap::default();
                 let mut found: Vec<O> = Vec::new();
+                let mut due_ms: Vec<Time> = Vec::new();
                 move |(in1, f1), (in2, f2), output| {
                     in1.for_each(|cap, data| {
                         let Some(&least) = cap.least() else { return };
@@ -893,7 +898,8 @@ where
                         let mut touched: Vec<K> = timers.remove(&t).unwrap_or_default();
                         for ((k, f), r) in pending_facts.remove(&t).unwrap_or_default() {
                             if r > 0 {
-                                if let Some(d) = due(&f) {
+                                due(&f, &mut due_ms);
+                                for d in due_ms.drain(..) {
                                     let at = clock.at(d);
                                     if at > t {
                                         timers.entry(at).or_default().push(k.clone());

@@ -32,10 +32,14 @@ pub fn abandoned_cart<'s>(
     let name = campaign.to_string();
     keyed_timers(
         cart_ops,
-        prices,
+        Some(prices),
         &format!("{campaign}: abandoned cart"),
         clock,
-        move |(at, op): &AtOp| is_change(op).then(|| at.ts().saturating_add(delay)),
+        move |(at, op): &AtOp, due: &mut Vec<Time>| {
+            if is_change(op) {
+                due.push(at.ts().saturating_add(delay));
+            }
+        },
         PriceHistory::new(),
         |prices: &mut PriceHistory, (p, (ts, price)), r| {
             let history = prices.entry(p.clone()).or_default();

@@ -5,11 +5,9 @@
 //! the user's activity is arranged once however many campaigns read it.
 //! Each kind's own condition is a [`SessionRule`], in its kind's module.
 
-use serde::{Deserialize, Serialize};
-
 use crate::catalog::{Lookup, Request};
 use crate::model::Time;
-use crate::operators::{shift_to, Candidate, Clock, Coll};
+use crate::operators::{keyed_timers, Candidate, Clock, Coll};
 use crate::state::{timer_firings, ActKind, At, Evaluated, Step, User};
 
 /// What a session campaign looks for in the last session.
@@ -89,16 +87,6 @@ impl SessionCampaign {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum SessionIn {
-    Act(At, ActKind),
-    /// The timer, `delay` after the activity at `ts`.
-    Due {
-        delay: Time,
-        ts: Time,
-    },
-}
-
 /// Fires every session campaign: at the first time `τ >= L + delay` at
 /// which, on the state known at `τ`, `L` is still the user's latest
 /// activity and the campaign's rule holds on the session containing it.
@@ -111,41 +99,56 @@ pub fn session_kinds<'s>(
     let mut delays: Vec<Time> = campaigns.iter().map(|c| c.delay_ms).collect();
     delays.sort_unstable();
     delays.dedup();
-    let mut input = activity
-        .clone()
-        .map(|(u, (at, kind))| (u, SessionIn::Act(at, kind)));
-    for delay in delays {
-        let timers = shift_to(
-            activity
-                .clone()
-                .map(move |(u, (at, _))| (u, SessionIn::Due { delay, ts: at.ts() })),
-            clock,
-            &format!("Session timers +{delay} ms"),
-            |(_, due)| match due {
-                SessionIn::Due { delay, ts } => ts.saturating_add(*delay),
-                SessionIn::Act(..) => 0,
-            },
-        );
-        input = input.concat(timers);
-    }
-    input.reduce_named("Session kinds", move |user, input, output| {
-        // Sorted: activity in application order, then timers.
-        let mut acts: Vec<(&At, &ActKind)> = Vec::with_capacity(input.len());
-        let mut due: Vec<(Time, Time)> = Vec::new();
-        for (x, _) in input {
-            match x {
-                SessionIn::Act(at, kind) => acts.push((at, kind)),
-                SessionIn::Due { delay, ts } => due.push((*delay, *ts)),
+    let timer_delays = delays.clone();
+    keyed_timers(
+        activity,
+        None::<Coll<'s, ()>>,
+        "Session kinds",
+        clock,
+        // One timer per activity and delay: `L + delay`.
+        move |(at, _): &(At, ActKind), due: &mut Vec<Time>| {
+            due.extend(timer_delays.iter().map(|d| at.ts().saturating_add(*d)));
+        },
+        (),
+        |_, _, _| {},
+        move |user, input, _, recent, output| {
+            session_firings(&campaigns, &delays, clock, user, input, recent, output)
+        },
+    )
+}
+
+/// The session campaigns' firings in bucket `recent`, from the user's
+/// activity in application order: every activity's timer due by then is
+/// tried (see [`timer_firings`]).
+fn session_firings(
+    campaigns: &[SessionCampaign],
+    delays: &[Time],
+    clock: Clock,
+    user: &User,
+    input: &[((At, ActKind), isize)],
+    recent: Time,
+    output: &mut Vec<Request>,
+) {
+    let acts: Vec<(&At, &ActKind)> = input.iter().map(|((at, kind), _)| (at, kind)).collect();
+    // Timers present in `recent`, one per (delay, activity time).
+    let mut due: Vec<(Time, Time)> = Vec::new();
+    for &delay in delays {
+        for (at, _) in &acts {
+            if clock.at(at.ts().saturating_add(delay)) <= recent {
+                due.push((delay, at.ts()));
             }
         }
-        let known: Vec<(Time, Time)> = acts.iter().map(|(at, _)| (at.ts(), at.known)).collect();
-        let ev = Evaluated::new(
-            clock,
-            &known,
-            due.iter().map(|(d, ts)| ts.saturating_add(*d)),
-        );
+    }
+    due.sort_unstable();
+    due.dedup();
+    let known: Vec<(Time, Time)> = acts.iter().map(|(at, _)| (at.ts(), at.known)).collect();
+    let ev = Evaluated {
+        recent,
+        late_now: known.iter().any(|&(ts, k)| k >= recent && k > ts),
+    };
+    {
         let mut found = Vec::new();
-        for c in &campaigns {
+        for c in campaigns {
             let mine: Vec<(Time, Time)> = due
                 .iter()
                 .filter(|(d, _)| *d == c.delay_ms)
@@ -178,7 +181,7 @@ pub fn session_kinds<'s>(
             );
         }
         for (tau, (cand, lookup)) in found {
-            output.push(((tau, cand, lookup), 1));
+            output.push((user.clone(), (tau, cand, lookup)));
         }
-    })
+    }
 }
