@@ -876,28 +876,37 @@ struct KnownOrder<'a> {
     known: u64,
     id: &'a str,
     lines: &'a [Line],
+    /// When it stops counting: the known time of the user's first `forget`
+    /// known at or after the order (triggers.md: forget erases every fact).
+    erased: Option<u64>,
 }
 
 fn all_orders(users: &BTreeMap<String, Vec<Fact>>) -> Vec<KnownOrder<'_>> {
     let mut v: Vec<KnownOrder> = users
         .values()
-        .flatten()
-        .filter_map(|f| match &f.body {
-            Body::Order(id, lines) => Some(KnownOrder {
-                seq: &f.seq,
-                known: f.known,
-                id,
-                lines,
-            }),
-            _ => None,
+        .flat_map(|facts| {
+            facts.iter().filter_map(move |f| match &f.body {
+                Body::Order(id, lines) => Some(KnownOrder {
+                    seq: &f.seq,
+                    known: f.known,
+                    id,
+                    lines,
+                    erased: facts
+                        .iter()
+                        .filter(|g| matches!(g.body, Body::Forget) && g.known >= f.known)
+                        .map(|g| g.known)
+                        .min(),
+                }),
+                _ => None,
+            })
         })
         .collect();
     v.sort_by(|a, b| (a.seq.0, &a.seq.2).cmp(&(b.seq.0, &b.seq.2)));
     v
 }
 
-/// The orders known at `tau` with `ts` in `[tau - window, tau]`,
-/// de-duplicated by `order_id`.
+/// The orders known at `tau` and not erased by then, with `ts` in
+/// `[tau - window, tau]`, de-duplicated by `order_id`.
 fn orders_in<'a, 'b>(
     orders: &'b [KnownOrder<'a>],
     tau: u64,
@@ -906,7 +915,7 @@ fn orders_in<'a, 'b>(
     let mut ids = BTreeSet::new();
     orders
         .iter()
-        .filter(|o| o.known <= tau && ids.insert(o.id))
+        .filter(|o| o.known <= tau && o.erased.is_none_or(|e| tau < e) && ids.insert(o.id))
         .filter(|o| o.seq.0 <= tau && o.seq.0 + window >= tau)
         .collect()
 }

@@ -931,3 +931,34 @@ fn line_order_does_not_matter_more() {
         assert_eq!(a, b, "{name}");
     }
 }
+
+// ---------------------------------------------------------------- forget erases orders
+
+/// `forget_erasure.jsonl`: category cf holds f1, f2, f3. Orders 2 h before
+/// T0: buyer f1 x5, other f2 x2, other2 f3 x1; buyer forgets at 30 min,
+/// and late orders f3 x3 at 40 min; an app_open at 2 h closes the replay
+/// after every timer. A forget erases the user's facts at its
+/// known time (triggers.md): buyer's order stops counting in best sellers
+/// from 30 min on.
+#[test]
+fn forget_erases_orders_from_best_sellers() {
+    let s = replay_all(
+        &fixture("forget_erasure.jsonl"),
+        &only("abandoned_category"),
+        None,
+    );
+    assert_eq!(s.bad_records, 0);
+    assert_eq!(
+        details(&s.triggers),
+        sorted(vec![
+            // k7: category view at -40 min, fires at 20 min, before the
+            // forget: f1 (5), f2 (2), f3 (1).
+            d("k7", 20 * M, &["f1", "f2", "f3"], Some("cf")),
+            // k8: fires at 30 min, the forget's own ms: erased already.
+            d("k8", 30 * M, &["f2", "f3"], Some("cf")),
+            // k6: fires at 1 h: f3 (1 + 3, late's order after the forget
+            // counts), f2 (2); f1 is gone.
+            d("k6", H, &["f3", "f2"], Some("cf")),
+        ])
+    );
+}

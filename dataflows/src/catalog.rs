@@ -68,6 +68,11 @@ pub enum ProductInput {
     Stock(StockMsg),
     Catalog(CatalogMsg),
     Order(Basket),
+    /// A placed order that stops counting at `at` (ms): its user forgot.
+    Erase {
+        basket: Basket,
+        at: Time,
+    },
 }
 
 impl ProductInput {
@@ -78,6 +83,7 @@ impl ProductInput {
             ProductInput::Price(p) => (p.ts, 1),
             ProductInput::Stock(s) => (s.ts, 2),
             ProductInput::Order(b) => (b.known, 3),
+            ProductInput::Erase { at, .. } => (*at, 4),
         }
     }
 }
@@ -169,6 +175,16 @@ impl OrderWindow {
         }
     }
 
+    /// Stops counting `b` from `at` (ms) on.
+    fn erase(&mut self, b: &Basket, at: Time) {
+        self.advance(at);
+        let key = (b.ts, b.order_id.clone());
+        if let Some(lines) = self.baskets.remove(&key) {
+            self.ids.remove(&b.order_id);
+            self.count(&lines, -1);
+        }
+    }
+
     fn add(&mut self, b: &Basket) {
         self.advance(b.known);
         if b.ts < self.horizon || self.ids.contains(&b.order_id) {
@@ -248,6 +264,11 @@ impl Products {
             ProductInput::Order(b) => {
                 for w in &mut self.windows {
                     w.add(&b);
+                }
+            }
+            ProductInput::Erase { basket, at } => {
+                for w in &mut self.windows {
+                    w.erase(&basket, at);
                 }
             }
         }

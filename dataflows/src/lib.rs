@@ -209,7 +209,10 @@ pub fn build<'s>(
         Input::Tracking(_) => None,
     });
     if !(windows.sales_ms.is_empty() && windows.pairs_ms.is_empty()) {
-        product_facts = product_facts.concat(state::baskets(&resolved).map(ProductInput::Order));
+        product_facts = product_facts.concat(state::baskets(&resolved).map(|c| match c {
+            state::Counted::Placed(b) => ProductInput::Order(b),
+            state::Counted::Erased { basket, at } => ProductInput::Erase { basket, at },
+        }));
     }
     let requests = differential_dataflow::collection::concatenate(scope, requests);
     let candidates = catalog::resolve(product_facts, requests, windows);

@@ -952,6 +952,95 @@ where
         .as_collection()
 }
 
+/// Erasure by key: `facts` are held per key (insertions add, retractions
+/// remove) until a `forgets` record `(key, ms)` arrives; then every held
+/// fact known by `ms` (`known(fact) <= ms`) is output as `(fact, ms)`, at
+/// the forget's time, and let go. Facts known later are held as usual. At
+/// one time, facts are applied before forgets.
+pub fn erase_on_forget<'s, K, D, N>(
+    facts: Coll<'s, (K, D)>,
+    forgets: Coll<'s, (K, Time)>,
+    name: &str,
+    known: N,
+) -> Coll<'s, (D, Time)>
+where
+    K: ExchangeData + Hashable<Output = u64> + std::hash::Hash,
+    D: ExchangeData,
+    N: Fn(&D) -> Time + 'static,
+{
+    use timely::dataflow::operators::generic::operator::Operator as _;
+    facts
+        .inner
+        .binary_frontier(
+            forgets.inner,
+            Exchange::new(|u: &((K, D), Time, isize)| (u.0).0.hashed()),
+            Exchange::new(|u: &((K, Time), Time, isize)| (u.0).0.hashed()),
+            name,
+            move |_cap, _info| {
+                let mut pending_facts: BTreeMap<Time, Vec<KeyedUpdate<K, D>>> = BTreeMap::new();
+                let mut pending_forgets: BTreeMap<Time, Vec<(K, Time)>> = BTreeMap::new();
+                let mut held: Option<Capability<Time>> = None;
+                let mut state: HashMap<K, Vec<D>> = HashMap::new();
+                move |(in1, f1), (in2, f2), output| {
+                    in1.for_each(|cap, data| {
+                        let Some(&least) = cap.least() else { return };
+                        for (f, t, r) in data.drain(..) {
+                            pending_facts.entry(t.max(least)).or_default().push((f, r));
+                        }
+                    });
+                    in2.for_each(|cap, data| {
+                        let Some(&least) = cap.least() else { return };
+                        for (f, t, r) in data.drain(..) {
+                            if r > 0 {
+                                let t = t.max(least);
+                                pending_forgets.entry(t).or_default().push(f);
+                                hold(&mut held, &cap, t);
+                            }
+                        }
+                    });
+                    while let Some(t) = next_complete_of(&pending_facts, &pending_forgets, f1, f2) {
+                        for ((k, d), r) in pending_facts.remove(&t).unwrap_or_default() {
+                            let list = state.entry(k.clone()).or_default();
+                            if r > 0 {
+                                list.extend(std::iter::repeat_n(d, r as usize));
+                            } else {
+                                for _ in 0..-r {
+                                    if let Some(i) = list.iter().position(|x| *x == d) {
+                                        list.swap_remove(i);
+                                    }
+                                }
+                                if list.is_empty() {
+                                    state.remove(&k);
+                                }
+                            }
+                        }
+                        let Some(mut forgets) = pending_forgets.remove(&t) else {
+                            continue;
+                        };
+                        forgets.sort();
+                        let cap = held.as_ref().expect("held capability").delayed(&t);
+                        let mut session = output.session(&cap);
+                        for (k, ms) in forgets {
+                            let Some(list) = state.remove(&k) else {
+                                continue;
+                            };
+                            let (gone, kept): (Vec<D>, Vec<D>) =
+                                list.into_iter().partition(|d| known(d) <= ms);
+                            for d in gone {
+                                session.give(((d, ms), t, 1isize));
+                            }
+                            if !kept.is_empty() {
+                                state.insert(k, kept);
+                            }
+                        }
+                    }
+                    release(&mut held, &pending_forgets);
+                }
+            },
+        )
+        .as_collection()
+}
+
 #[cfg(test)]
 mod tests {
     use super::Clock;

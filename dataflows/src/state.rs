@@ -533,9 +533,40 @@ pub struct Basket {
     pub lines: Vec<(Product, u64)>,
 }
 
-/// Every placed order of a known user, as a basket.
-pub fn baskets<'s>(resolved: &Resolved<'s>) -> Coll<'s, Basket> {
-    resolved.derive("Baskets", |_u, e| match &e.body {
+/// What the product side counts of orders: a placed order, or its erasure.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Counted {
+    Placed(Basket),
+    /// The user who placed it forgot: it stops counting at `at` (ms, the
+    /// `forget`'s known time).
+    Erased {
+        basket: Basket,
+        at: Time,
+    },
+}
+
+/// Every placed order of a known user, as a basket, and its erasure when
+/// the user forgets (triggers.md: `forget` erases every fact held about the
+/// user at its known time; their orders stop counting in best sellers and
+/// co-purchase counts). Orders known after the `forget` count as usual.
+pub fn baskets<'s>(resolved: &Resolved<'s>) -> Coll<'s, Counted> {
+    let placed = user_baskets(resolved);
+    let forgets = resolved.events.clone().flat_map(|(u, e)| match e.body {
+        Body::Forget => Some((u, e.known)),
+        _ => None,
+    });
+    let erased = crate::operators::erase_on_forget(
+        placed.clone(),
+        forgets,
+        "Orders erased by forget",
+        |b: &Basket| b.known,
+    )
+    .map(|(basket, at)| Counted::Erased { basket, at });
+    placed.map(|(_u, b)| Counted::Placed(b)).concat(erased)
+}
+
+fn user_baskets<'s>(resolved: &Resolved<'s>) -> Coll<'s, (User, Basket)> {
+    resolved.derive("Baskets", |u, e| match &e.body {
         Body::OrderPlaced {
             order_id, items, ..
         } => {
@@ -543,12 +574,15 @@ pub fn baskets<'s>(resolved: &Resolved<'s>) -> Coll<'s, Basket> {
             for i in items {
                 *lines.entry(i.product_id.clone()).or_default() += i.quantity;
             }
-            Some(Basket {
-                order_id: order_id.clone(),
-                ts: e.ts,
-                known: e.known,
-                lines: lines.into_iter().collect(),
-            })
+            Some((
+                u,
+                Basket {
+                    order_id: order_id.clone(),
+                    ts: e.ts,
+                    known: e.known,
+                    lines: lines.into_iter().collect(),
+                },
+            ))
         }
         _ => None,
     })
