@@ -74,25 +74,25 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--input") {
         let input = std::path::PathBuf::from(&args[i + 1]);
         let started = Instant::now();
-        let summary = tripwire::replay::replay_into(
+        let summary = tripwire::replay::replay_with(
             tripwire::replay::file_sources(std::slice::from_ref(&input)),
             &config,
             workers,
             None,
+            tripwire::replay::Rounds::Auto,
             sink,
         )
         .expect("replay runs");
         let elapsed = started.elapsed().as_secs_f64();
         println!(
             "throughput: {} records of {} in {elapsed:.2} s on {workers} workers = {:.0} events/s; \
-             {} triggers ({} MB of JSON); peak RSS {:.0} MB; bucket {} ms",
+             {} triggers ({} MB of JSON); peak RSS {:.0} MB (rounds chosen from the input)",
             summary.records,
             input.display(),
             summary.records as f64 / elapsed,
             summary.triggers,
             encoded.load(std::sync::atomic::Ordering::Relaxed) / 1_000_000,
             peak_rss_mb(),
-            config.time.bucket_ms,
         );
         return;
     }

@@ -41,7 +41,9 @@ enum Command {
         /// Close event time here (ms) instead of at the largest `ts` in the input.
         #[arg(long)]
         until: Option<u64>,
-        /// Override `time.bucket_ms` (timely time granularity; results do not depend on it).
+        /// Rounds of event time of exactly this width (ms); by default replay
+        /// chooses them from the input's density, from `time.bucket_ms` up to
+        /// 1 h (results do not depend on the width, only the cost does).
         #[arg(long)]
         bucket_ms: Option<u64>,
     },
@@ -125,9 +127,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             bucket_ms,
         } => {
             let mut config = load_config(config.as_ref())?;
+            let mut rounds = replay::Rounds::Auto;
             if let Some(b) = bucket_ms {
                 anyhow::ensure!(b > 0, "--bucket-ms must be at least 1");
                 config.time.bucket_ms = b;
+                rounds = replay::Rounds::Configured;
             }
             if workers == 0 {
                 anyhow::bail!("--workers must be at least 1");
@@ -136,15 +140,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let sources = replay::file_sources(&files);
             let started = std::time::Instant::now();
             let sink = replay::file_sink(&output)?;
-            let summary = replay::replay_into(sources, &config, workers, until, sink).map_err(
-                |e| match e {
+            let summary = replay::replay_with(sources, &config, workers, until, rounds, sink)
+                .map_err(|e| match e {
                     replay::ReplayError::Output { source, .. } => replay::ReplayError::Output {
                         path: output.display().to_string(),
                         source,
                     },
                     other => other,
-                },
-            )?;
+                })?;
             tracing::info!(
                 records = summary.records,
                 bad_records = summary.bad_records,

@@ -122,6 +122,10 @@ pub struct Plan {
     /// No line of the merged stream lies more than this behind the largest
     /// `ts` before it (ms).
     pub disorder_ms: Time,
+    /// Lines with a `ts`, over every source.
+    pub lines: u64,
+    /// From the least to the largest `ts` of every source (ms).
+    pub span_ms: Time,
     /// Sorted runs on disk, removed when the plan is dropped.
     _spill: Option<tempfile::TempDir>,
 }
@@ -148,6 +152,8 @@ struct RangeScan {
     max_ts: Option<Time>,
     /// Largest lag behind the running maximum within the range.
     disorder: Time,
+    /// Lines with a `ts`.
+    lines: u64,
 }
 
 fn scan_range(source: &Source, start: u64, end: u64) -> Result<RangeScan, RecordingError> {
@@ -167,6 +173,7 @@ fn scan_range(source: &Source, start: u64, end: u64) -> Result<RangeScan, Record
         }
         pos += n as u64;
         let Some(ts) = line_ts(&buf) else { continue };
+        scan.lines += 1;
         scan.min_ts = Some(scan.min_ts.map_or(ts, |m| m.min(ts)));
         match scan.max_ts {
             Some(m) if m > ts => scan.disorder = scan.disorder.max(m - ts),
@@ -176,8 +183,9 @@ fn scan_range(source: &Source, start: u64, end: u64) -> Result<RangeScan, Record
     Ok(scan)
 }
 
-/// The disorder of a source, scanned in `threads` byte ranges at once.
-fn disorder(source: &Source, threads: usize) -> Result<Time, RecordingError> {
+/// The disorder of a source, scanned in `threads` byte ranges at once, and
+/// its lines with a `ts` and their least and largest `ts`.
+fn disorder(source: &Source, threads: usize) -> Result<(Time, RangeScan), RecordingError> {
     let len = source.len()?;
     let threads = if len < (8 << 20) { 1 } else { threads.max(1) };
     let step = len.div_ceil(threads as u64).max(1);
@@ -192,8 +200,14 @@ fn disorder(source: &Source, threads: usize) -> Result<Time, RecordingError> {
     });
     let mut worst = 0;
     let mut before: Option<Time> = None;
+    let mut total = RangeScan::default();
     for scan in scans {
         let scan = scan?;
+        total.lines += scan.lines;
+        total.min_ts = match (total.min_ts, scan.min_ts) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         worst = worst.max(scan.disorder);
         if let (Some(b), Some(min)) = (before, scan.min_ts) {
             worst = worst.max(b.saturating_sub(min));
@@ -203,7 +217,8 @@ fn disorder(source: &Source, threads: usize) -> Result<Time, RecordingError> {
             (a, b) => a.or(b),
         };
     }
-    Ok(worst)
+    total.max_ts = before;
+    Ok((worst, total))
 }
 
 /// Scans `sources` and decides how to stream them (see the module doc),
@@ -212,8 +227,16 @@ pub fn plan(sources: &[Source], threads: usize) -> Result<Plan, RecordingError> 
     let mut parts = Vec::new();
     let mut bound = 0;
     let mut spill: Option<tempfile::TempDir> = None;
+    let mut lines = 0;
+    let (mut first, mut last): (Option<Time>, Option<Time>) = (None, None);
     for (i, source) in sources.iter().enumerate() {
-        let d = disorder(source, threads)?;
+        let (d, scan) = disorder(source, threads)?;
+        lines += scan.lines;
+        first = match (first, scan.min_ts) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        last = last.max(scan.max_ts);
         if d > STREAM_MAX_DISORDER_MS && source.len()? >= SPILL_MIN_BYTES {
             let dir = match &spill {
                 Some(d) => d,
@@ -239,6 +262,11 @@ pub fn plan(sources: &[Source], threads: usize) -> Result<Plan, RecordingError> 
         names: sources.iter().map(Source::name).collect(),
         parts,
         disorder_ms: bound,
+        lines,
+        span_ms: match (first, last) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => 0,
+        },
         _spill: spill,
     })
 }
@@ -712,6 +740,8 @@ mod tests {
                 .map(|path| Part::Run { source: 0, path })
                 .collect(),
             disorder_ms: 0,
+            lines: 3,
+            span_ms: 7,
             _spill: None,
         };
         let got: Vec<(u64, Vec<u8>)> = plan

@@ -246,11 +246,57 @@ pub fn replay_into(
     until: Option<Time>,
     sink: Sink,
 ) -> Result<ReplayStats, ReplayError> {
+    replay_with(sources, config, workers, until, Rounds::Configured, sink)
+}
+
+/// The width of replay's rounds of event time (timely time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rounds {
+    /// `time.bucket_ms`, as configured.
+    Configured,
+    /// Chosen from the input's density: about [`EVENTS_PER_ROUND`] events
+    /// per round on average, at least `time.bucket_ms`, at most
+    /// [`MAX_ROUND_MS`]. Results do not depend on the width (every
+    /// condition is evaluated to the millisecond from the data); only the
+    /// cost does: sparse recordings (months of history) replay in as few
+    /// rounds as dense ones.
+    Auto,
+}
+
+/// Events per round that [`Rounds::Auto`] aims at.
+pub const EVENTS_PER_ROUND: u64 = 1000;
+/// The widest round [`Rounds::Auto`] chooses (ms): one hour.
+pub const MAX_ROUND_MS: Time = 3_600_000;
+
+/// The round width for `plan`'s input under `rounds`.
+fn round_ms(rounds: Rounds, configured: Time, plan: &recording::Plan) -> Time {
+    match rounds {
+        Rounds::Configured => configured,
+        Rounds::Auto => {
+            let gap = plan.span_ms / plan.lines.max(1);
+            gap.saturating_mul(EVENTS_PER_ROUND)
+                .clamp(configured, MAX_ROUND_MS.max(configured))
+        }
+    }
+}
+
+/// [`replay_into`] with a choice of round width.
+pub fn replay_with(
+    sources: Vec<Source>,
+    config: &Config,
+    workers: usize,
+    until: Option<Time>,
+    rounds: Rounds,
+    sink: Sink,
+) -> Result<ReplayStats, ReplayError> {
     let workers = workers.max(1);
     let t0 = std::time::Instant::now();
     let plan = Arc::new(recording::plan(&sources, workers)?);
-    tracing::debug!(
+    let bucket_ms = round_ms(rounds, config.time.bucket_ms, &plan);
+    tracing::info!(
+        lines = plan.lines,
         disorder_ms = plan.disorder_ms,
+        round_ms = bucket_ms,
         elapsed_ms = t0.elapsed().as_millis() as u64,
         "input scanned"
     );
@@ -258,43 +304,41 @@ pub fn replay_into(
     let topics = config.topics.inputs();
     let read_error: Arc<Mutex<Option<RecordingError>>> = Arc::new(Mutex::new(None));
     let errors = read_error.clone();
-    let stats = run_workers(
-        config,
-        workers,
+    let shape = Shape {
+        bucket_ms,
         until,
-        plan.disorder_ms,
-        sink,
-        move |index, peers| {
-            let lines = match plan.lines(&sources) {
-                Ok(lines) => lines,
-                Err(e) => {
+        disorder_ms: plan.disorder_ms,
+    };
+    let stats = run_workers(config, workers, shape, sink, move |index, peers| {
+        let lines = match plan.lines(&sources) {
+            Ok(lines) => lines,
+            Err(e) => {
+                errors.lock().expect("error lock").get_or_insert(e);
+                return Box::new(std::iter::empty()) as Box<dyn Iterator<Item = Decoded>>;
+            }
+        };
+        let plan = plan.clone();
+        let topics = topics.clone();
+        let errors = errors.clone();
+        let mut lines = Some(lines);
+        let mut n = 0u64;
+        Box::new(std::iter::from_fn(move || loop {
+            let l = lines.as_mut()?;
+            let Some(line) = l.next() else {
+                if let Some(e) = l.error() {
                     errors.lock().expect("error lock").get_or_insert(e);
-                    return Box::new(std::iter::empty()) as Box<dyn Iterator<Item = Decoded>>;
                 }
+                lines = None;
+                return None;
             };
-            let plan = plan.clone();
-            let topics = topics.clone();
-            let errors = errors.clone();
-            let mut lines = Some(lines);
-            let mut n = 0u64;
-            Box::new(std::iter::from_fn(move || loop {
-                let l = lines.as_mut()?;
-                let Some(line) = l.next() else {
-                    if let Some(e) = l.error() {
-                        errors.lock().expect("error lock").get_or_insert(e);
-                    }
-                    lines = None;
-                    return None;
-                };
-                n += 1;
-                if (n - 1) % peers as u64 != index as u64 {
-                    continue;
-                }
-                let location = || format!("{}:{}", plan.source_name(line.source), line.line_no);
-                return Some(decode_bytes(&line.bytes, &topics, location));
-            }))
-        },
-    );
+            n += 1;
+            if (n - 1) % peers as u64 != index as u64 {
+                continue;
+            }
+            let location = || format!("{}:{}", plan.source_name(line.source), line.line_no);
+            return Some(decode_bytes(&line.bytes, &topics, location));
+        }))
+    });
     if let Some(e) = read_error.lock().expect("error lock").take() {
         return Err(e.into());
     }
@@ -339,6 +383,14 @@ fn decode_bytes(bytes: &[u8], topics: &TopicNames, location: impl Fn() -> String
     }
 }
 
+/// How a replay runs: its round width, where it closes event time and its
+/// input's disorder bound (ms).
+struct Shape {
+    bucket_ms: Time,
+    until: Option<Time>,
+    disorder_ms: Time,
+}
+
 /// The replay loop shared by files and generated lines: on each of
 /// `workers` threads, `inputs(index, peers)` gives that worker's share of
 /// the decoded lines in event-time order up to `disorder_ms`; they are fed
@@ -347,17 +399,21 @@ fn decode_bytes(bytes: &[u8], topics: &TopicNames, location: impl Fn() -> String
 fn run_workers<F>(
     config: &Config,
     workers: usize,
-    until: Option<Time>,
-    disorder_ms: Time,
+    shape: Shape,
     sink: Sink,
     inputs: F,
 ) -> Result<ReplayStats, ReplayError>
 where
     F: Fn(usize, usize) -> Box<dyn Iterator<Item = Decoded>> + Send + Sync + 'static,
 {
+    let Shape {
+        bucket_ms,
+        until,
+        disorder_ms,
+    } = shape;
     let campaigns = config.campaigns.clone();
     let retention = config.retention.clone();
-    let clock = Clock::new(config.time.bucket_ms);
+    let clock = Clock::new(bucket_ms);
     let workers = workers.max(1);
     // The largest time any worker has read, and how many have read all
     // their input: a worker that is done follows the others' progress
@@ -534,7 +590,12 @@ where
     I: Iterator<Item = String> + 'static,
 {
     let topics = config.topics.inputs();
-    run_workers(config, workers, None, 0, sink, move |index, peers| {
+    let shape = Shape {
+        bucket_ms: config.time.bucket_ms,
+        until: None,
+        disorder_ms: 0,
+    };
+    run_workers(config, workers, shape, sink, move |index, peers| {
         let topics = topics.clone();
         Box::new(
             lines()

@@ -94,7 +94,7 @@ pub fn gate<'s>(
             let visible = || {
                 facts
                     .keys()
-                    .filter(move |(at, _)| at.known <= tau)
+                    .filter(move |(at, _)| at.visible(tau))
                     .map(|(at, f)| (at, f))
             };
             if opted_out(visible()) {
@@ -139,6 +139,7 @@ mod tests {
                 event_id: id.into(),
             },
             known: ts,
+            until: Time::MAX,
         }
     }
 

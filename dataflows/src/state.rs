@@ -18,11 +18,17 @@ pub type User = Str;
 /// A product id.
 pub type Product = Str;
 
-/// Where a fact stands: its application order and when it became known.
+/// Where a fact stands: its application order, when it became known and
+/// when its retention ends.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct At {
     pub seq: Seq,
     pub known: Time,
+    /// The millisecond its retention ends (`Time::MAX`: kept for good). The
+    /// record itself is retracted at a bucket boundary after it; readers
+    /// ask [`At::visible`], so that a fact leaves at its exact millisecond
+    /// whatever the bucket width (triggers.md, *Retention*).
+    pub until: Time,
 }
 
 impl At {
@@ -30,11 +36,47 @@ impl At {
         At {
             seq: e.seq(),
             known: e.known,
+            until: Time::MAX,
         }
     }
     /// The fact's event time.
     pub fn ts(&self) -> Time {
         self.seq.ts
+    }
+    /// Whether the fact is part of the state at `t`: known by then and
+    /// still within its retention.
+    pub fn visible(&self, t: Time) -> bool {
+        self.known <= t && t < self.until
+    }
+}
+
+/// A derived record that carries its fact's [`At`], so that
+/// [`Resolved::derive`] can stamp the fact's retention end on it.
+pub trait WithAt {
+    fn at_mut(&mut self) -> Option<&mut At>;
+}
+
+impl<X> WithAt for (Str, (At, X)) {
+    fn at_mut(&mut self) -> Option<&mut At> {
+        Some(&mut (self.1).0)
+    }
+}
+
+impl<X> WithAt for (Str, (Str, At, X)) {
+    fn at_mut(&mut self) -> Option<&mut At> {
+        Some(&mut (self.1).1)
+    }
+}
+
+impl WithAt for (Str, (Str, At)) {
+    fn at_mut(&mut self) -> Option<&mut At> {
+        Some(&mut (self.1).1)
+    }
+}
+
+impl WithAt for (Str, Basket) {
+    fn at_mut(&mut self) -> Option<&mut At> {
+        None
     }
 }
 
@@ -92,7 +134,7 @@ impl<'s> Resolved<'s> {
     /// the end of its event's retention.
     pub fn derive<D, I, F>(&self, name: &str, f: F) -> Coll<'s, D>
     where
-        D: differential_dataflow::Data,
+        D: differential_dataflow::Data + WithAt,
         I: IntoIterator<Item = D>,
         F: Fn(User, Event) -> I + 'static,
     {
@@ -100,10 +142,12 @@ impl<'s> Resolved<'s> {
     }
 
     /// As [`Resolved::derive`], each record retracted at the earlier of its
-    /// event's retention end and `until(record)` (ms).
+    /// event's retention end and `until(record)` (ms). The record's
+    /// [`At::until`] is its event's retention end alone: a window's own end
+    /// is the reader's to check.
     pub fn derive_until<D, I, F, U>(&self, name: &str, f: F, until: U) -> Coll<'s, D>
     where
-        D: differential_dataflow::Data,
+        D: differential_dataflow::Data + WithAt,
         I: IntoIterator<Item = D>,
         F: Fn(User, Event) -> I + 'static,
         U: Fn(&D) -> Option<Time> + 'static,
@@ -113,7 +157,10 @@ impl<'s> Resolved<'s> {
             let kept = retention_end(&r, &e);
             f(u, e)
                 .into_iter()
-                .map(|d| {
+                .map(|mut d| {
+                    if let Some(at) = d.at_mut() {
+                        at.until = kept.unwrap_or(Time::MAX);
+                    }
                     let end = match (kept, until(&d)) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
@@ -314,7 +361,7 @@ pub fn listed_at<'a>(
 ) -> bool {
     let mut latest: Option<(&At, bool)> = None;
     for (at, f) in facts {
-        if at.known > t {
+        if !at.visible(t) {
             continue;
         }
         let member = match (f, cart) {
@@ -743,6 +790,7 @@ mod tests {
                 event_id: id.into(),
             },
             known,
+            until: Time::MAX,
         }
     }
 

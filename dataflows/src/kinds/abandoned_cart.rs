@@ -97,12 +97,12 @@ fn fire(
         // Superseded before it was due: a later change known by `end`.
         if ops
             .iter()
-            .any(|(at, op)| is_change(op) && at.ts() > last && at.known <= end)
+            .any(|(at, op)| is_change(op) && at.ts() > last && at.visible(end))
         {
             continue;
         }
         for tau in firing_times(end, ops.iter().map(|(at, _)| at.known)) {
-            let visible = || ops.iter().filter(move |(at, _)| at.known <= tau);
+            let visible = || ops.iter().filter(move |(at, _)| at.visible(tau));
             let latest = visible()
                 .filter(|(_, op)| is_change(op))
                 .map(|(at, _)| at.ts())

@@ -39,11 +39,11 @@ pub fn cancelled_alternative<'s>(
               facts: &BTreeMap<(At, OrderFact), isize>,
               out: &mut Vec<Request>| {
             let t = at.ts();
-            if at.known > t {
+            if !at.visible(t) {
                 return;
             }
             let items = facts.keys().find_map(|(pat, f)| match f {
-                OrderFact::Placed { order_id, items } if *order_id == order && pat.known <= t => {
+                OrderFact::Placed { order_id, items } if *order_id == order && pat.visible(t) => {
                     Some(items)
                 }
                 _ => None,

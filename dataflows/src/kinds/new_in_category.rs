@@ -42,7 +42,7 @@ pub fn new_in_category<'s>(
                 if last == Some(user) {
                     continue;
                 }
-                if at.known <= t && at.ts() <= t && at.ts().saturating_add(window) >= t {
+                if at.visible(t) && at.ts() <= t && at.ts().saturating_add(window) >= t {
                     last = Some(user);
                     let c = Candidate {
                         category_id: Some(category.clone()),

@@ -28,7 +28,7 @@ struct Orders<'a> {
 impl<'a> Orders<'a> {
     fn delivered(&self, order: &str, ts: Time, tau: Time) -> bool {
         self.facts.iter().any(|(at, f)| {
-            at.known <= tau
+            at.visible(tau)
                 && at.ts() == ts
                 && matches!(f, OrderFact::Delivered { order_id } if order_id == order)
         })
@@ -166,7 +166,7 @@ pub fn complementary<'s>(
         move |user, orders, (_, _, o), end, tau| {
             let placed = || {
                 orders.facts.iter().filter_map(|(at, f)| match f {
-                    OrderFact::Placed { order_id, items } if at.known <= tau => {
+                    OrderFact::Placed { order_id, items } if at.visible(tau) => {
                         Some((at, order_id, items))
                     }
                     _ => None,
@@ -224,7 +224,7 @@ pub fn review_request<'s>(
         delays,
         move |user, orders, (stage, _, o), end, tau| {
             let reviewed = orders.facts.iter().any(|(at, f)| {
-                at.known <= tau
+                at.visible(tau)
                     && at.ts() <= end
                     && matches!(f, OrderFact::Review { order_id } if order_id == o)
             });

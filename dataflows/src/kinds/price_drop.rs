@@ -76,7 +76,7 @@ pub fn price_drop<'s>(
                         let last_view: Option<&At> = facts()
                             .filter(|(at, f)| {
                                 **f == ProductFact::Viewed
-                                    && at.known <= t
+                                    && at.visible(t)
                                     && at.ts() <= t
                                     && at.ts().saturating_add(window) >= t
                             })
@@ -84,7 +84,7 @@ pub fn price_drop<'s>(
                             .max();
                         last_view.is_some_and(|v| {
                             !facts().any(|(at, f)| {
-                                *f == ProductFact::Ordered && at.known <= t && at.seq > v.seq
+                                *f == ProductFact::Ordered && at.visible(t) && at.seq > v.seq
                             })
                         })
                     }

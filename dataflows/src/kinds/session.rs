@@ -160,7 +160,7 @@ fn session_firings(
                 &mine,
                 |&last, tau| {
                     let visible: Vec<&(&At, &ActKind)> =
-                        acts.iter().filter(|(at, _)| at.known <= tau).collect();
+                        acts.iter().filter(|(at, _)| at.visible(tau)).collect();
                     match visible.last().map(|(at, _)| at.ts()) {
                         Some(l) if l > last => return Step::Stop,
                         Some(l) if l == last => {}

@@ -66,7 +66,7 @@ pub fn wishlist_reminder<'s>(
                         let end = t.saturating_add(delay);
                         let added = ops.iter().any(|(at, op)| {
                             at.ts() == t
-                                && at.known <= tau
+                                && at.visible(tau)
                                 && matches!(op, ListOp::Add { product, .. } if product == p)
                         });
                         if !added {
@@ -74,7 +74,7 @@ pub fn wishlist_reminder<'s>(
                         }
                         let list = apply_ops(
                             ops.iter()
-                                .filter(|(at, _)| at.known <= tau && at.ts() <= end)
+                                .filter(|(at, _)| at.visible(tau) && at.ts() <= end)
                                 .copied(),
                         );
                         if !list.contains_key(p) {
