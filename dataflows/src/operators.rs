@@ -63,6 +63,22 @@ pub(crate) fn frontier_time(
     frontier.frontier().iter().next().copied()
 }
 
+/// The least time of two input frontiers (`None`: both closed).
+pub(crate) fn frontier_of_two(
+    f1: &timely::progress::frontier::MutableAntichain<Time>,
+    f2: &timely::progress::frontier::MutableAntichain<Time>,
+) -> Option<Time> {
+    match (frontier_time(f1), frontier_time(f2)) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    }
+}
+
+/// The least of some pending maps' first keys.
+pub(crate) fn least_pending<const N: usize>(firsts: [Option<&Time>; N]) -> Option<Time> {
+    firsts.into_iter().flatten().min().copied()
+}
+
 /// The least pending time of either map that is complete: below both input
 /// frontiers (`f1`, `f2`; an empty frontier is closed).
 pub(crate) fn next_complete_of<A, B>(
@@ -71,17 +87,8 @@ pub(crate) fn next_complete_of<A, B>(
     f1: &timely::progress::frontier::MutableAntichain<Time>,
     f2: &timely::progress::frontier::MutableAntichain<Time>,
 ) -> Option<Time> {
-    let f = match (frontier_time(f1), frontier_time(f2)) {
-        (Some(x), Some(y)) => Some(x.min(y)),
-        (x, y) => x.or(y),
-    };
-    let least = a
-        .keys()
-        .next()
-        .into_iter()
-        .chain(b.keys().next())
-        .min()
-        .copied()?;
+    let f = frontier_of_two(f1, f2);
+    let least = least_pending([a.keys().next(), b.keys().next()])?;
     f.is_none_or(|f| least < f).then_some(least)
 }
 
@@ -875,20 +882,18 @@ where
                             hold(&mut held, &cap, t);
                         }
                     });
-                    let frontier = match (frontier_time(f1), frontier_time(f2)) {
-                        (Some(x), Some(y)) => Some(x.min(y)),
-                        (x, y) => x.or(y),
+                    let frontier = frontier_of_two(f1, f2);
+                    let least = |facts: &BTreeMap<Time, _>,
+                                 shared: &BTreeMap<Time, _>,
+                                 timers: &BTreeMap<Time, _>| {
+                        least_pending([
+                            facts.keys().next(),
+                            shared.keys().next(),
+                            timers.keys().next(),
+                        ])
                     };
                     loop {
-                        let least = [
-                            pending_facts.keys().next(),
-                            pending_shared.keys().next(),
-                            timers.keys().next(),
-                        ]
-                        .into_iter()
-                        .flatten()
-                        .min()
-                        .copied();
+                        let least = least(&pending_facts, &pending_shared, &timers);
                         let Some(t) = least.filter(|t| frontier.is_none_or(|f| *t < f)) else {
                             break;
                         };
@@ -936,16 +941,7 @@ where
                             }
                         }
                     }
-                    let least = [
-                        pending_facts.keys().next(),
-                        pending_shared.keys().next(),
-                        timers.keys().next(),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .copied();
-                    release_to(&mut held, least);
+                    release_to(&mut held, least(&pending_facts, &pending_shared, &timers));
                 }
             },
         )
