@@ -116,6 +116,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// Warns when `workers` threads exceed the cores available: timely's
+/// workers spin while they wait for each other, so more workers than cores
+/// slow the job down instead of speeding it up.
+fn warn_if_oversubscribed(workers: usize) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if workers > cores {
+        tracing::warn!(
+            workers,
+            cores,
+            "more workers than cores: the job will be slower, not faster"
+        );
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Replay {
@@ -136,6 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if workers == 0 {
                 anyhow::bail!("--workers must be at least 1");
             }
+            warn_if_oversubscribed(workers);
             let files = replay::input_files(&input)?;
             let sources = replay::file_sources(&files);
             let started = std::time::Instant::now();
@@ -164,6 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             workers,
         } => {
             let config = load_config(config.as_ref())?;
+            warn_if_oversubscribed(workers);
             live::run(args, config, workers)
         }
         Command::Record { args } => record::run(args),
@@ -175,6 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = load_config(config.as_ref())?;
             anyhow::ensure!(workers > 0, "--workers must be at least 1");
+            warn_if_oversubscribed(workers);
             demo(&traffic, &config, workers, show)
         }
         Command::Generate { traffic, output } => {

@@ -33,12 +33,12 @@ use thiserror::Error;
 /// A recording that cannot be read.
 #[derive(Debug, Error)]
 pub enum RecordingError {
-    #[error("cannot read input {path}: {source}")]
+    #[error("cannot read input {path}")]
     Read {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot write a sorted run of {path} to the temporary directory: {source}")]
+    #[error("cannot write a sorted run of {path} to the temporary directory")]
     Spill {
         path: String,
         source: std::io::Error,

@@ -19,14 +19,14 @@ use crate::telemetry::{BadRecordSeen, RecordsRead, TriggerEmitted};
 /// A replay that could not run.
 #[derive(Debug, Error)]
 pub enum ReplayError {
-    #[error("cannot read input {path}: {source}")]
+    #[error("cannot read input {path}")]
     Input {
         path: String,
         source: std::io::Error,
     },
     #[error("input {0} has no *.jsonl file")]
     EmptyDir(String),
-    #[error("cannot write output {path}: {source}")]
+    #[error("cannot write output {path}")]
     Output {
         path: String,
         source: std::io::Error,
