@@ -742,30 +742,6 @@ pub fn firing_times(due: Time, known: impl Iterator<Item = Time>) -> Vec<Time> {
     times
 }
 
-/// For a timer kind's per-user reduce: the start of the bucket being
-/// evaluated (that of the latest arrival among the user's facts and due
-/// timers), and whether a fact became known late in it (after its `ts`).
-/// Only firings in that bucket are output: earlier ones were output when
-/// their bucket was evaluated, and the emitter remembers them.
-pub fn evaluated_bucket<'a>(
-    clock: crate::operators::Clock,
-    facts: impl Iterator<Item = &'a At> + Clone,
-    due: &[Time],
-    delay: Time,
-) -> (Time, bool) {
-    let horizon = facts
-        .clone()
-        .map(|at| at.known)
-        .chain(due.iter().map(|d| d.saturating_add(delay)))
-        .max()
-        .unwrap_or(0);
-    let recent = clock.at(horizon);
-    let late_now = facts
-        .into_iter()
-        .any(|at| at.known >= recent && at.known > at.ts());
-    (recent, late_now)
-}
-
 /// A deterministic trigger id: a hex hash of the campaign and the parts.
 pub fn trigger_id(campaign: &str, parts: &[&str]) -> String {
     use sha2::{Digest, Sha256};
