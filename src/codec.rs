@@ -49,6 +49,9 @@ pub enum BadReason {
     InvalidValue,
     /// A recording line names a topic the job does not read.
     UnknownTopic,
+    /// A field exceeds a configured limit ([`Limits`]): too many order
+    /// items, or a free-text field too long.
+    TooLarge,
 }
 
 impl BadReason {
@@ -60,6 +63,7 @@ impl BadReason {
             BadReason::MissingField => "missing_field",
             BadReason::InvalidValue => "invalid_value",
             BadReason::UnknownTopic => "unknown_topic",
+            BadReason::TooLarge => "too_large",
         }
     }
 }
@@ -99,6 +103,45 @@ fn parse<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, BadRecord> {
         Err(_) => serde_json::from_slice(payload),
     }
     .map_err(from_json_error)
+}
+
+/// Bounds on what one record may carry, so that no producer can make one
+/// record cost unbounded state or work (co-purchase counting is quadratic in
+/// an order's items). A record beyond them is a bad record (`too_large`),
+/// dead-lettered like any other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most items in one `order_placed`.
+    pub max_order_items: usize,
+    /// Longest free-text field, in bytes: `search.query`, a language or
+    /// timezone, a currency, an unknown event `type`, a catalog title, URL
+    /// or image URL. (Identifiers are at most 256 bytes, per wire.md.)
+    pub max_text_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_order_items: 1_000,
+            max_text_bytes: 4_096,
+        }
+    }
+}
+
+impl Limits {
+    fn text(&self, field: &str, v: &Option<Str>) -> Result<(), BadRecord> {
+        match v {
+            Some(s) if s.len() > self.max_text_bytes => Err(bad(
+                BadReason::TooLarge,
+                format!(
+                    "`{field}` is {} bytes, above the limit of {} (limits.max_text_bytes)",
+                    s.len(),
+                    self.max_text_bytes
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Checks an identifier: a non-empty string of at most 256 bytes.
@@ -190,8 +233,17 @@ fn one_of(field: &str, v: Option<Str>, allowed: &[&str]) -> Result<Option<Str>, 
     }
 }
 
-fn decode_event(payload: &[u8]) -> Result<Event, BadRecord> {
+fn decode_event(payload: &[u8], limits: &Limits) -> Result<Event, BadRecord> {
     let r: RawEvent = parse(payload)?;
+    limits.text("query", &r.query)?;
+    if let Some(c) = &r.context {
+        limits.text("context.language", &c.language)?;
+        limits.text("context.timezone", &c.timezone)?;
+    }
+    if let Some(t) = &r.traits {
+        limits.text("traits.language", &t.language)?;
+        limits.text("traits.timezone", &t.timezone)?;
+    }
     let event_id = ident("event_id", r.event_id)?;
     let kind = r.kind.ok_or_else(|| missing("type"))?;
     let ts = r.ts.ok_or_else(|| missing("ts"))?;
@@ -235,6 +287,16 @@ fn decode_event(payload: &[u8]) -> Result<Event, BadRecord> {
             let raw = r.items.ok_or_else(|| missing("items"))?;
             if raw.is_empty() {
                 return Err(bad(BadReason::InvalidValue, "`items` must not be empty"));
+            }
+            if raw.len() > limits.max_order_items {
+                return Err(bad(
+                    BadReason::TooLarge,
+                    format!(
+                        "`items` has {} entries, above the limit of {} (limits.max_order_items)",
+                        raw.len(),
+                        limits.max_order_items
+                    ),
+                ));
             }
             let mut items = Vec::with_capacity(raw.len());
             for i in raw {
@@ -310,6 +372,7 @@ fn decode_event(payload: &[u8]) -> Result<Event, BadRecord> {
             if other.is_empty() {
                 return Err(bad(BadReason::InvalidValue, "`type` must not be empty"));
             }
+            limits.text("type", &Some(other.into()))?;
             Body::Other {
                 type_name: other.into(),
             }
@@ -355,12 +418,18 @@ struct RawCatalog {
     deleted: Option<bool>,
 }
 
-/// Decodes one payload of `topic`.
+/// Decodes one payload of `topic`, within the default [`Limits`].
 pub fn decode(topic: Topic, payload: &[u8]) -> Result<Input, BadRecord> {
+    decode_within(topic, payload, &Limits::default())
+}
+
+/// Decodes one payload of `topic`; a record beyond `limits` is `too_large`.
+pub fn decode_within(topic: Topic, payload: &[u8], limits: &Limits) -> Result<Input, BadRecord> {
     match topic {
-        Topic::Tracking => decode_event(payload).map(Input::Tracking),
+        Topic::Tracking => decode_event(payload, limits).map(Input::Tracking),
         Topic::Prices => {
             let r: RawPrice = parse(payload)?;
+            limits.text("currency", &r.currency)?;
             Ok(Input::Price(PriceMsg {
                 product_id: ident("product_id", r.product_id)?,
                 ts: r.ts.ok_or_else(|| missing("ts"))?,
@@ -378,6 +447,9 @@ pub fn decode(topic: Topic, payload: &[u8]) -> Result<Input, BadRecord> {
         }
         Topic::Catalog => {
             let r: RawCatalog = parse(payload)?;
+            limits.text("title", &r.title)?;
+            limits.text("url", &r.url)?;
+            limits.text("image_url", &r.image_url)?;
             Ok(Input::Catalog(CatalogMsg {
                 product_id: ident("product_id", r.product_id)?,
                 category_id: ident("category_id", r.category_id)?,
@@ -457,6 +529,15 @@ pub struct RecordedLine<'a> {
 
 /// Decodes one line of a recording: the topic it came from and its record.
 pub fn decode_line(line: &str, topics: &TopicNames) -> Result<(Topic, Input), BadRecord> {
+    decode_line_within(line, topics, &Limits::default())
+}
+
+/// [`decode_line`] within `limits`.
+pub fn decode_line_within(
+    line: &str,
+    topics: &TopicNames,
+    limits: &Limits,
+) -> Result<(Topic, Input), BadRecord> {
     let rec: RecordedLine = serde_json::from_str(line).map_err(from_json_error)?;
     let topic = topics.role(&rec.topic).ok_or_else(|| {
         bad(
@@ -464,7 +545,7 @@ pub fn decode_line(line: &str, topics: &TopicNames) -> Result<(Topic, Input), Ba
             format!("unknown topic `{}`", rec.topic),
         )
     })?;
-    let input = decode(topic, rec.value.get().as_bytes())?;
+    let input = decode_within(topic, rec.value.get().as_bytes(), limits)?;
     Ok((topic, input))
 }
 
@@ -585,5 +666,65 @@ mod tests {
         assert_eq!(t, Topic::Stock);
         let err = decode_line(r#"{"topic":"nope","value":{}}"#, &names).unwrap_err();
         assert_eq!(err.reason, BadReason::UnknownTopic);
+    }
+
+    fn order(items: usize) -> String {
+        let items: Vec<String> = (0..items)
+            .map(|i| format!(r#"{{"product_id":"p{i}","quantity":1}}"#))
+            .collect();
+        format!(
+            r#"{{"event_id":"1","type":"order_placed","ts":5,"user_id":"u","order_id":"o","items":[{}]}}"#,
+            items.join(",")
+        )
+    }
+
+    #[test]
+    fn orders_and_texts_beyond_the_limits_are_too_large() {
+        let limits = Limits {
+            max_order_items: 3,
+            max_text_bytes: 8,
+        };
+        let at = |p: &str| decode_within(Topic::Tracking, p.as_bytes(), &limits);
+        match at(&order(3)).expect("3 items are within the limit") {
+            Input::Tracking(Event {
+                body: Body::OrderPlaced { items, .. },
+                ..
+            }) => assert_eq!(items.len(), 3),
+            other => panic!("not an order: {other:?}"),
+        }
+        let e = at(&order(4)).expect_err("4 items are beyond it");
+        assert_eq!(e.reason, BadReason::TooLarge);
+        assert_eq!(e.reason.label(), "too_large");
+        assert!(e.detail.contains("limits.max_order_items"), "{}", e.detail);
+
+        let search = |q: &str| {
+            format!(r#"{{"event_id":"1","type":"search","ts":5,"user_id":"u","query":"{q}"}}"#)
+        };
+        assert!(at(&search("12345678")).is_ok());
+        let e = at(&search("123456789")).expect_err("9 bytes");
+        assert_eq!(e.reason, BadReason::TooLarge);
+        // The value itself is not quoted (it may be personal data).
+        assert!(!e.detail.contains("123456789"), "{}", e.detail);
+        for p in [
+            r#"{"event_id":"1","type":"app_open","ts":5,"user_id":"u","context":{"language":"123456789"}}"#,
+            r#"{"event_id":"1","type":"identify","ts":5,"user_id":"u","anonymous_id":"a","traits":{"timezone":"123456789"}}"#,
+            r#"{"event_id":"1","type":"123456789","ts":5,"user_id":"u"}"#,
+        ] {
+            assert_eq!(at(p).expect_err(p).reason, BadReason::TooLarge, "{p}");
+        }
+        let price = r#"{"product_id":"p","price":2.0,"currency":"123456789","ts":5}"#;
+        let e = decode_within(Topic::Prices, price.as_bytes(), &limits).expect_err("currency");
+        assert_eq!(e.reason, BadReason::TooLarge);
+        let cat = r#"{"product_id":"p","category_id":"c","ts":5,"title":"123456789"}"#;
+        let e = decode_within(Topic::Catalog, cat.as_bytes(), &limits).expect_err("title");
+        assert_eq!(e.reason, BadReason::TooLarge);
+        // The defaults admit an order of 1000 items, not 1001.
+        assert!(decode(Topic::Tracking, order(1000).as_bytes()).is_ok());
+        assert_eq!(
+            decode(Topic::Tracking, order(1001).as_bytes())
+                .expect_err("1001 items")
+                .reason,
+            BadReason::TooLarge
+        );
     }
 }

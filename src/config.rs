@@ -51,6 +51,10 @@ pub struct ConfigFile {
     /// How long state remembers facts.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// Bounds on one input record; a record beyond them is dead-lettered
+    /// (reason `too_large`).
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// The campaigns; when absent, every kind runs as one campaign named
     /// after it, with its default parameters.
     #[serde(default, rename = "campaign")]
@@ -96,6 +100,28 @@ impl TopicsConfig {
             prices: self.prices.clone(),
             stock: self.stock.clone(),
             catalog: self.catalog.clone(),
+        }
+    }
+}
+
+/// Bounds on one input record (see `codec::Limits`).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Most items in one `order_placed` (co-purchase counting is quadratic
+    /// in them).
+    pub max_order_items: u64,
+    /// Longest free-text field in bytes (search query, language, timezone,
+    /// currency, unknown event type, catalog title, URL and image URL).
+    pub max_text_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = crate::codec::Limits::default();
+        LimitsConfig {
+            max_order_items: d.max_order_items as u64,
+            max_text_bytes: d.max_text_bytes as u64,
         }
     }
 }
@@ -287,6 +313,7 @@ pub struct Config {
     pub topics: TopicsConfig,
     pub time: TimeConfig,
     pub retention: Retention,
+    pub limits: crate::codec::Limits,
     pub campaigns: Vec<Campaign>,
 }
 
@@ -399,10 +426,25 @@ impl ConfigFile {
                 return Err(invalid(field, "must not be empty"));
             }
         }
+        let mut limits = [0usize; 2];
+        for (slot, (field, v)) in limits.iter_mut().zip([
+            ("limits.max_order_items", self.limits.max_order_items),
+            ("limits.max_text_bytes", self.limits.max_text_bytes),
+        ]) {
+            if v == 0 {
+                return Err(invalid(field, "must be > 0"));
+            }
+            *slot = usize::try_from(v).unwrap_or(usize::MAX);
+        }
+        let [max_order_items, max_text_bytes] = limits;
         Ok(Config {
             topics: self.topics,
             time: self.time,
             retention,
+            limits: crate::codec::Limits {
+                max_order_items,
+                max_text_bytes,
+            },
             campaigns,
         })
     }
@@ -988,6 +1030,20 @@ fn check_retention(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_are_read_and_checked() {
+        let c = Config::parse("[limits]\nmax_order_items = 50\n", "test").expect("valid");
+        assert_eq!(c.limits.max_order_items, 50);
+        assert_eq!(
+            c.limits.max_text_bytes,
+            crate::codec::Limits::default().max_text_bytes
+        );
+        let e = Config::parse("[limits]\nmax_text_bytes = 0\n", "test").expect_err("zero");
+        assert!(e.to_string().contains("limits.max_text_bytes"), "{e}");
+        let e = Config::parse("[limits]\nmax_items = 5\n", "test").expect_err("unknown");
+        assert!(e.to_string().contains("max_items"), "{e}");
+    }
 
     /// One campaign table called `x` of `kind` with extra lines.
     fn one(kind: &str, extra: &str) -> Result<Config, ConfigError> {

@@ -176,6 +176,7 @@ pub fn run(args: RunArgs, config: Config, workers: usize) -> anyhow::Result<()> 
         brokers: args.brokers.clone(),
         group_id,
         topics,
+        limits: config.limits,
         triggers_topic: config.topics.triggers.clone(),
         dead_letter_topic: config.topics.dead_letter.clone(),
         lateness_ms: config.time.lateness_ms,
@@ -241,6 +242,7 @@ struct Shared {
     brokers: String,
     group_id: String,
     topics: TopicNames,
+    limits: codec::Limits,
     triggers_topic: String,
     dead_letter_topic: String,
     lateness_ms: u64,
@@ -337,7 +339,8 @@ fn run_worker(
                     continue;
                 };
                 RecordsRead { topic, count: 1 }.emit();
-                match codec::decode(role, msg.payload().unwrap_or_default()) {
+                match codec::decode_within(role, msg.payload().unwrap_or_default(), &shared.limits)
+                {
                     Ok(input) => {
                         let ts = input.time();
                         progress.read(topic, msg.partition(), msg.offset(), Some(ts));

@@ -10,7 +10,7 @@ use dataflows::model::{Input, Time, Trigger};
 use dataflows::operators::Clock;
 use thiserror::Error;
 
-use crate::codec::{decode_line, TopicNames};
+use crate::codec::{decode_line_within, Limits, Topic, TopicNames};
 use crate::config::Config;
 use crate::recording::{self, RecordingError, Source};
 use crate::runtime::Job;
@@ -302,6 +302,7 @@ pub fn replay_with(
     );
     let sources = Arc::new(sources);
     let topics = config.topics.inputs();
+    let limits = config.limits;
     let read_error: Arc<Mutex<Option<RecordingError>>> = Arc::new(Mutex::new(None));
     let errors = read_error.clone();
     let shape = Shape {
@@ -318,7 +319,7 @@ pub fn replay_with(
             }
         };
         let plan = plan.clone();
-        let topics = topics.clone();
+        let mut reads = ReadCounts::new(topics.clone(), limits);
         let errors = errors.clone();
         let mut lines = Some(lines);
         let mut n = 0u64;
@@ -336,7 +337,7 @@ pub fn replay_with(
                 continue;
             }
             let location = || format!("{}:{}", plan.source_name(line.source), line.line_no);
-            return Some(decode_bytes(&line.bytes, &topics, location));
+            return Some(decode_bytes(&line.bytes, &mut reads, location));
         }))
     });
     if let Some(e) = read_error.lock().expect("error lock").take() {
@@ -350,20 +351,17 @@ type Decoded = Option<Input>;
 
 /// Decodes one recording line; a bad one is reported (with `location`)
 /// and counted, and gives `None`.
-fn decode_bytes(bytes: &[u8], topics: &TopicNames, location: impl Fn() -> String) -> Decoded {
+fn decode_bytes(bytes: &[u8], reads: &mut ReadCounts, location: impl Fn() -> String) -> Decoded {
+    let topics = &reads.topics;
     let result = std::str::from_utf8(bytes)
         .map_err(|e| crate::codec::BadRecord {
             reason: crate::codec::BadReason::InvalidJson,
             detail: format!("not UTF-8 (invalid byte at column {})", e.valid_up_to() + 1),
         })
-        .and_then(|line| decode_line(line, topics));
+        .and_then(|line| decode_line_within(line, topics, &reads.limits));
     match result {
         Ok((topic, input)) => {
-            RecordsRead {
-                topic: topics.name(topic),
-                count: 1,
-            }
-            .emit();
+            reads.add(topic);
             Some(input)
         }
         Err(e) => {
@@ -380,6 +378,55 @@ fn decode_bytes(bytes: &[u8], topics: &TopicNames, location: impl Fn() -> String
             .emit();
             None
         }
+    }
+}
+
+/// Records read per topic, emitted as [`RecordsRead`] once per topic and
+/// batch of lines (one metric update per batch, not per record) and when
+/// dropped.
+struct ReadCounts {
+    topics: TopicNames,
+    limits: Limits,
+    counts: [u64; Topic::ALL.len()],
+    since_emit: u32,
+}
+
+impl ReadCounts {
+    fn new(topics: TopicNames, limits: Limits) -> Self {
+        ReadCounts {
+            topics,
+            limits,
+            counts: [0; Topic::ALL.len()],
+            since_emit: 0,
+        }
+    }
+
+    fn add(&mut self, topic: Topic) {
+        self.counts[topic as usize] += 1;
+        self.since_emit += 1;
+        if self.since_emit >= 4096 {
+            self.emit();
+        }
+    }
+
+    fn emit(&mut self) {
+        for topic in Topic::ALL {
+            let count = std::mem::take(&mut self.counts[topic as usize]);
+            if count > 0 {
+                RecordsRead {
+                    topic: self.topics.name(topic),
+                    count,
+                }
+                .emit();
+            }
+        }
+        self.since_emit = 0;
+    }
+}
+
+impl Drop for ReadCounts {
+    fn drop(&mut self) {
+        self.emit();
     }
 }
 
@@ -590,19 +637,20 @@ where
     I: Iterator<Item = String> + 'static,
 {
     let topics = config.topics.inputs();
+    let limits = config.limits;
     let shape = Shape {
         bucket_ms: config.time.bucket_ms,
         until: None,
         disorder_ms: 0,
     };
     run_workers(config, workers, shape, sink, move |index, peers| {
-        let topics = topics.clone();
+        let mut reads = ReadCounts::new(topics.clone(), limits);
         Box::new(
             lines()
                 .enumerate()
                 .filter(move |(n, _)| n % peers == index)
                 .map(move |(n, line)| {
-                    decode_bytes(line.as_bytes(), &topics, || format!("line {}", n + 1))
+                    decode_bytes(line.as_bytes(), &mut reads, || format!("line {}", n + 1))
                 }),
         )
     })

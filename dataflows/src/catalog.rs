@@ -112,7 +112,9 @@ struct OrderWindow {
     horizon: Time,
     baskets: BTreeMap<(Time, Str), Vec<(Product, u64)>>,
     ids: HashSet<Str>,
-    units: HashMap<Product, u64>,
+    /// Units per product: sums of `u64` quantities, exact in `u128`
+    /// (no quantity can wrap them or make one order's removal inexact).
+    units: HashMap<Product, u128>,
     pairs: HashMap<Product, HashMap<Product, u64>>,
 }
 
@@ -132,7 +134,11 @@ impl OrderWindow {
     fn count(&mut self, lines: &[(Product, u64)], sign: i64) {
         for (p, q) in lines {
             let u = self.units.entry(p.clone()).or_default();
-            *u = (*u as i64 + sign * *q as i64) as u64;
+            if sign > 0 {
+                *u += *q as u128;
+            } else {
+                *u -= *q as u128;
+            }
             if *u == 0 {
                 self.units.remove(p);
             }
@@ -355,7 +361,7 @@ impl Products {
                 top_n,
                 window_ms,
             } => {
-                let units: Vec<(u64, Product)> = {
+                let units: Vec<(u128, Product)> = {
                     let w = window(&mut self.windows, window_ms, tau)?;
                     let units = &w.units;
                     match self.by_category.get(&category) {
@@ -366,7 +372,7 @@ impl Products {
                             .collect(),
                     }
                 };
-                let mut best: Vec<(u64, Product)> = units
+                let mut best: Vec<(u128, Product)> = units
                     .into_iter()
                     .filter(|(n, p)| *n > 0 && self.in_stock(p) && !self.deleted(p))
                     .collect();

@@ -40,17 +40,14 @@ pub fn build<'s>(
     retention: &Retention,
     clock: Clock,
 ) -> Stream<'s, Time, Vec<Trigger>> {
-    let tracking = records.clone().flat_map(|r| match r {
-        Input::Tracking(e) => Some(e),
-        _ => None,
-    });
+    let (tracking, product_side) = operators::split_input(records);
     // De-duplicated first (a repeated id is one event whatever its type),
     // then only the events some campaign reads go on.
     let reads = Reads::of(campaigns);
     let events = dedup_events(tracking.inner, retention.dedup_ms).filter(move |e| reads.wanted(e));
     let resolved = state::Resolved::new(events, clock, retention);
 
-    let product_msgs = records.clone().flat_map(|r| match r {
+    let product_msgs = product_side.clone().flat_map(|r| match r {
         Input::Price(p) => Some(ProductMsg::Price(p)),
         Input::Stock(s) => Some(ProductMsg::Stock(s)),
         _ => None,
@@ -168,7 +165,7 @@ pub fn build<'s>(
             )),
             Kind::NewInCategory(p) => {
                 let listed = shared(&mut new_products, || {
-                    catalog::new_products(records.clone().flat_map(|r| match r {
+                    catalog::new_products(product_side.clone().flat_map(|r| match r {
                         Input::Catalog(c) => Some(c),
                         _ => None,
                     }))
@@ -202,7 +199,7 @@ pub fn build<'s>(
 
     // The product side: catalog, prices, stock and, when a window needs
     // them, orders.
-    let mut product_facts = records.flat_map(|r| match r {
+    let mut product_facts = product_side.flat_map(|r| match r {
         Input::Price(p) => Some(ProductInput::Price(p)),
         Input::Stock(s) => Some(ProductInput::Stock(s)),
         Input::Catalog(c) => Some(ProductInput::Catalog(c)),

@@ -23,7 +23,7 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
-use crate::model::{Event, Money, PriceMsg, StockMsg, Str, Time, Trigger};
+use crate::model::{Event, Input, Money, PriceMsg, StockMsg, Str, Time, Trigger};
 
 /// A collection at bucketed event time with integer multiplicities.
 pub type Coll<'s, D> = VecCollection<'s, Time, D, isize>;
@@ -174,11 +174,12 @@ impl<D> Pending<D> {
 }
 
 /// Ids remembered until a time: once the frontier passes it, they are
-/// forgotten. One map entry per id (the time it is kept until); forgotten
-/// entries are swept out in one pass once the map has doubled since the
-/// last sweep, so the memory per remembered id is one key and one time.
-pub(crate) struct Remembered<K> {
-    until: HashMap<K, Time, foldhash::fast::RandomState>,
+/// forgotten. One map entry per id (the time it is kept until, and a small
+/// value `V`); forgotten entries are swept out in one pass once the map has
+/// doubled since the last sweep, so the memory per remembered id is one key,
+/// one time and one `V`.
+pub(crate) struct Remembered<K, V = ()> {
+    until: HashMap<K, (Time, V), foldhash::fast::RandomState>,
     /// Ids kept until before this time are forgotten (the frontier at the
     /// last `forget_before`).
     horizon: Time,
@@ -186,7 +187,7 @@ pub(crate) struct Remembered<K> {
     swept_len: usize,
 }
 
-impl<K: std::hash::Hash + Eq> Remembered<K> {
+impl<K: std::hash::Hash + Eq, V> Remembered<K, V> {
     pub(crate) fn new() -> Self {
         Remembered {
             until: HashMap::default(),
@@ -200,11 +201,33 @@ impl<K: std::hash::Hash + Eq> Remembered<K> {
         K: std::borrow::Borrow<Q>,
         Q: std::hash::Hash + Eq + ?Sized,
     {
-        self.until.get(id).is_some_and(|&u| u >= self.horizon)
+        self.until.get(id).is_some_and(|&(u, _)| u >= self.horizon)
     }
 
-    pub(crate) fn insert(&mut self, id: K, until: Time) {
-        self.until.insert(id, until);
+    pub(crate) fn insert(&mut self, id: K, until: Time, v: V) {
+        self.until.insert(id, (until, v));
+    }
+
+    /// The entry of `id` when it is still remembered; otherwise remembers
+    /// it with `make()` (in one lookup) and gives `None`.
+    pub(crate) fn get_or_remember(
+        &mut self,
+        id: K,
+        make: impl FnOnce() -> (Time, V),
+    ) -> Option<&mut (Time, V)> {
+        use std::collections::hash_map::Entry;
+        let horizon = self.horizon;
+        match self.until.entry(id) {
+            Entry::Occupied(o) if o.get().0 >= horizon => Some(o.into_mut()),
+            Entry::Occupied(mut o) => {
+                *o.get_mut() = make();
+                None
+            }
+            Entry::Vacant(v) => {
+                v.insert(make());
+                None
+            }
+        }
     }
 
     /// Forgets the ids whose time is below `frontier` (all, when it is empty).
@@ -216,7 +239,7 @@ impl<K: std::hash::Hash + Eq> Remembered<K> {
         };
         self.horizon = horizon;
         if self.until.len() > (2 * self.swept_len).max(1 << 14) {
-            self.until.retain(|_, u| *u >= horizon);
+            self.until.retain(|_, (u, _)| *u >= horizon);
             self.swept_len = self.until.len();
             if self.until.capacity() > 4 * self.swept_len.max(1 << 14) {
                 self.until.shrink_to_fit();
@@ -348,6 +371,40 @@ where
     hold_future(expiring, name)
 }
 
+/// Splits the input records once, moving each: the tracking events, and
+/// the product side (prices, stock, catalog). Neither side copies the
+/// other's records (a collection read by several operators is copied for
+/// each, and tracking events are most of the input).
+pub fn split_input<'s>(records: Coll<'s, Input>) -> (Coll<'s, Event>, Coll<'s, Input>) {
+    use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+    use timely::progress::operate::FrontierInterest;
+    let mut builder = OperatorBuilder::new("SplitInput".to_owned(), records.inner.scope());
+    let mut input = builder.new_input(records.inner, Pipeline);
+    builder.set_notify_for(0, FrontierInterest::Never);
+    let (mut events_out, events) = builder.new_output::<Vec<(Event, Time, isize)>>();
+    let (mut products_out, products) = builder.new_output::<Vec<(Input, Time, isize)>>();
+    builder.build(move |_caps| {
+        let (mut tracking, mut product) = (Vec::new(), Vec::new());
+        move |_frontiers| {
+            let mut events_out = events_out.activate();
+            let mut products_out = products_out.activate();
+            input.for_each(|cap, data| {
+                for (r, t, d) in data.drain(..) {
+                    match r {
+                        Input::Tracking(e) => tracking.push((e, t, d)),
+                        other => product.push((other, t, d)),
+                    }
+                }
+                events_out.give(&cap, &mut tracking);
+                products_out.give(&cap, &mut product);
+                tracking.clear();
+                product.clear();
+            });
+        }
+    });
+    (events.as_collection(), products.as_collection())
+}
+
 /// Applies each `event_id` once: of several events with one id, the one at
 /// the least time (then the least event) is kept. Ids are remembered for
 /// `window_ms` after their event's `ts`.
@@ -362,8 +419,12 @@ pub fn dedup_events<'s>(
             move |_cap, _info| {
                 let mut pending = Pending::new();
                 // Ids as 128 bits of two independently seeded hashes: one
-                // map entry of fixed size per id, no copy of its text.
-                let mut seen: Remembered<u128> = Remembered::new();
+                // map entry of fixed size per id, no copy of its text. Per
+                // id: the time it is kept until, and the round and
+                // place of the event kept for it (to compare a repeat in the
+                // same round with it).
+                let mut seen: Remembered<u128, (u32, u32)> = Remembered::new();
+                let mut round = 0u32;
                 let seeds = (
                     foldhash::quality::RandomState::default(),
                     foldhash::quality::RandomState::default(),
@@ -371,6 +432,14 @@ pub fn dedup_events<'s>(
                 let key = move |id: &str| {
                     use std::hash::BuildHasher;
                     ((seeds.0.hash_one(id) as u128) << 64) | seeds.1.hash_one(id) as u128
+                };
+                // Of two events with one id, the one applied: the least in
+                // `Event`'s order (by time first).
+                let before = |a: &Event, b: &Event| {
+                    (a.ts, a.known)
+                        .cmp(&(b.ts, b.known))
+                        .then_with(|| a.cmp(b))
+                        .is_lt()
                 };
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
@@ -383,27 +452,29 @@ pub fn dedup_events<'s>(
                     });
                     let f = frontier_time(frontier);
                     while let Some((cap, t, batch)) = pending.next_complete(f) {
-                        // In the order `Event`'s `Ord` gives, compared field by
-                        // field only on ties of the leading ones; positions are
-                        // sorted, not the (large) events.
-                        let mut order: Vec<u32> = (0..batch.len() as u32).collect();
-                        order.sort_unstable_by(|&i, &j| {
-                            let (a, b): (&Event, &Event) = (&batch[i as usize], &batch[j as usize]);
-                            (a.ts, a.known, &a.event_id)
-                                .cmp(&(b.ts, b.known, &b.event_id))
-                                .then_with(|| a.cmp(b))
-                        });
-                        let mut batch: Vec<Option<Event>> = batch.into_iter().map(Some).collect();
-                        let mut session = output.session(&cap);
-                        for i in order {
-                            let e = batch[i as usize].take().expect("each position once");
-                            let k = key(&e.event_id);
-                            if seen.contains(&k) {
-                                continue;
+                        // Every earlier round is applied: a repeat of an id
+                        // seen there is dropped; of repeats within this round
+                        // the least is kept, in one map lookup per event and
+                        // without moving the (large) events more than once.
+                        round = round.wrapping_add(1);
+                        let mut kept: Vec<(Event, Time, isize)> = Vec::with_capacity(batch.len());
+                        for e in batch {
+                            let slot = kept.len() as u32;
+                            let until = e.ts.saturating_add(window_ms).max(t);
+                            match seen.get_or_remember(key(&e.event_id), || (until, (round, slot)))
+                            {
+                                None => kept.push((e, t, 1isize)),
+                                Some((u, (r, s))) if *r == round => {
+                                    let k = &mut kept[*s as usize].0;
+                                    if before(&e, k) {
+                                        *u = until;
+                                        *k = e;
+                                    }
+                                }
+                                Some(_) => {}
                             }
-                            seen.insert(k, e.ts.saturating_add(window_ms).max(t));
-                            session.give((e, t, 1isize));
                         }
+                        output.session(&cap).give_container(&mut kept);
                     }
                     pending.release();
                     seen.forget_before(f);
@@ -613,7 +684,7 @@ pub fn fire_once<'s>(
                         if r <= 0 || tau < t || fired.contains(&key) {
                             continue;
                         }
-                        fired.insert(key, t.max(tau).saturating_add(remember_ms));
+                        fired.insert(key, t.max(tau).saturating_add(remember_ms), ());
                         let m = meta.get(cand.campaign.as_str());
                         session.give(Trigger {
                             priority: m.and_then(|m| m.priority),
