@@ -46,6 +46,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    tripwire::without_huge_pages();
     tripwire::telemetry::init_logging(false);
     let gen = GenerateArgs {
         events: arg("--events", 10_000_000.0) as u64,

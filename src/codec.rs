@@ -89,9 +89,45 @@ fn missing(field: &str) -> BadRecord {
 
 fn from_json_error(e: serde_json::Error) -> BadRecord {
     use serde_json::error::Category;
-    match e.classify() {
-        Category::Data => bad(BadReason::InvalidPayload, e.to_string()),
-        _ => bad(BadReason::InvalidJson, e.to_string()),
+    let reason = match e.classify() {
+        Category::Data => BadReason::InvalidPayload,
+        _ => BadReason::InvalidJson,
+    };
+    bad(reason, without_values(&e))
+}
+
+/// serde_json's message for `e` without the offending value it quotes
+/// (`invalid type: string "alice@example.com", expected u64`): a value may
+/// be personal data, and this text is logged and dead-lettered. What is
+/// kept: the kind of error, what was expected (from the schema) and where.
+fn without_values(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let msg = match full.rfind(" at line ") {
+        Some(i) if e.line() > 0 => &full[..i],
+        _ => full.as_str(),
+    };
+    // Messages that name only schema fields or describe syntax are kept.
+    let quotes_input = [
+        "invalid type",
+        "invalid value",
+        "unknown variant",
+        "unknown field",
+    ]
+    .iter()
+    .any(|p| msg.starts_with(p));
+    let text = if quotes_input {
+        let head = msg.split([':', '`', '"']).next().unwrap_or(msg).trim_end();
+        match msg.rsplit_once(", expected ") {
+            Some((_, expected)) => format!("{head}, expected {expected}"),
+            None => head.to_string(),
+        }
+    } else {
+        msg.to_string()
+    };
+    if e.line() > 0 {
+        format!("{text} at line {} column {}", e.line(), e.column())
+    } else {
+        text
     }
 }
 
@@ -726,5 +762,45 @@ mod tests {
                 .reason,
             BadReason::TooLarge
         );
+    }
+
+    #[test]
+    fn errors_never_quote_the_offending_value() {
+        let personal = [
+            "alice@example.com",
+            "+4915112345678",
+            "4915112345678",
+            "Alice Smith",
+        ];
+        let payloads = [
+            r#"{"event_id":"1","type":"search","ts":"alice@example.com","user_id":"u","query":"q"}"#,
+            r#"{"event_id":"1","type":"search","ts":5,"user_id":4915112345678,"query":"q"}"#,
+            r#"{"event_id":"1","type":"cart_add","ts":5,"user_id":"u","product_id":"p","quantity":"+4915112345678"}"#,
+            r#"{"event_id":"1","type":"identify","ts":5,"user_id":"u","anonymous_id":"a","traits":"Alice Smith"}"#,
+            r#"{"event_id":"1","type":"consent","ts":5,"user_id":"u","channel":"email","granted":"alice@example.com"}"#,
+            r#"{"event_id":"1","type":"order_placed","ts":5,"user_id":"u","order_id":"o","items":[{"product_id":"p","price":"Alice Smith"}]}"#,
+        ];
+        for p in payloads {
+            let e = decode(Topic::Tracking, p.as_bytes()).expect_err(p);
+            assert_eq!(e.reason, BadReason::InvalidPayload, "{p}: {}", e.detail);
+            for v in personal {
+                assert!(!e.detail.contains(v), "{p}: {}", e.detail);
+            }
+            assert!(e.detail.contains("at line 1 column"), "{}", e.detail);
+            assert!(e.detail.contains("expected"), "{}", e.detail);
+        }
+        let e = decode(
+            Topic::Prices,
+            br#"{"product_id":"p","price":"alice@example.com","ts":5}"#,
+        )
+        .expect_err("a string price");
+        assert!(!e.detail.contains("alice"), "{}", e.detail);
+        let line = r#"{"topic":"tracking","key":"alice@example.com","value":{"event_id":"1","type":"search","ts":5,"user_id":"u","query":"q"},"timestamp":"alice@example.com"}"#;
+        let e = decode_line(line, &TopicNames::default()).expect_err("a string timestamp");
+        assert!(!e.detail.contains("alice"), "{}", e.detail);
+        // Syntax errors keep their (value-free) text.
+        let e = decode(Topic::Tracking, b"{\"event_id\": tru").expect_err("syntax");
+        assert_eq!(e.reason, BadReason::InvalidJson);
+        assert!(e.detail.contains("line 1"), "{}", e.detail);
     }
 }

@@ -105,6 +105,7 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 }
 
 fn main() -> ExitCode {
+    tripwire::without_huge_pages();
     let cli = Cli::parse();
     telemetry::init_logging(cli.log_json);
     match run(cli) {

@@ -59,12 +59,35 @@ pub struct Trigger {
 pub enum RecordError {
     #[error("empty record (tombstone)")]
     Empty,
-    #[error("not a valid trigger record: {0}")]
-    Json(#[from] serde_json::Error),
+    /// Where the JSON broke and how, without serde's message: that quotes
+    /// the offending value, which may be personal data (an e-mail, a phone
+    /// number), and this text goes to logs and receipts.
+    #[error("not a valid record: {kind} at line {line} column {column}")]
+    Json {
+        kind: &'static str,
+        line: usize,
+        column: usize,
+    },
     #[error("field `{0}` is empty or longer than 256 bytes")]
     BadId(&'static str),
     #[error("field `ts` must be >= 0")]
     BadTs,
+}
+
+impl From<serde_json::Error> for RecordError {
+    fn from(e: serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        RecordError::Json {
+            kind: match e.classify() {
+                Category::Data => "a field of the wrong type or value",
+                Category::Syntax => "invalid JSON",
+                Category::Eof => "truncated JSON",
+                Category::Io => "unreadable input",
+            },
+            line: e.line(),
+            column: e.column(),
+        }
+    }
 }
 
 /// What a malformed record still tells us (for its receipt).
@@ -242,4 +265,28 @@ pub struct Receipt {
     /// Number of send attempts (sent / failed sends only; extra field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_never_quote_the_offending_value() {
+        let personal = ["alice@example.com", "+4915112345678", "Alice Smith"];
+        for p in [
+            r#"{"user_id":"u","email":42,"phone":"+4915112345678"}"#,
+            r#"{"user_id":"u","phone":["+4915112345678"]}"#,
+            r#"{"user_id":"u","email":"alice@example.com","consent":"Alice Smith"}"#,
+            r#"{"user_id":"u","ts":"alice@example.com"}"#,
+        ] {
+            let e = Profile::parse(p.as_bytes()).expect_err(p).to_string();
+            assert!(personal.iter().all(|v| !e.contains(v)), "{p}: {e}");
+            assert!(e.contains("line 1 column"), "{e}");
+        }
+        let e = Trigger::parse(br#"{"trigger_id":"alice@example.com","ts":"Alice Smith"}"#)
+            .expect_err("a string ts")
+            .to_string();
+        assert!(personal.iter().all(|v| !e.contains(v)), "{e}");
+    }
 }
