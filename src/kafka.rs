@@ -220,6 +220,78 @@ pub fn partitions<C: ConsumerContext>(
     Ok(out)
 }
 
+/// The topics of `names` that do not exist (or are not available) on the
+/// broker, per its metadata.
+pub fn missing_topics<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    names: &[&str],
+) -> anyhow::Result<Vec<String>> {
+    let mut missing = Vec::new();
+    for &topic in names {
+        let md = consumer
+            .fetch_metadata(Some(topic), LOOKUP_TIMEOUT)
+            .with_context(|| format!("reading metadata of topic `{topic}`"))?;
+        let present = md
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+        if !present {
+            missing.push(topic.to_string());
+        }
+    }
+    Ok(missing)
+}
+
+/// Creates `topics` with `partitions` partitions each and the broker's
+/// default replication, then waits until the broker's metadata shows them.
+pub fn create_topics<C: ConsumerContext>(
+    brokers: &str,
+    probe: &BaseConsumer<C>,
+    topics: &[String],
+    partitions: i32,
+) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("client.id", "tripwire")
+        .create()
+        .with_context(|| format!("creating a Kafka admin client for {brokers}"))?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(-1)))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the admin client's runtime")?;
+    let opts = AdminOptions::new().operation_timeout(Some(LOOKUP_TIMEOUT));
+    let results = rt
+        .block_on(async {
+            tokio::time::timeout(2 * LOOKUP_TIMEOUT, admin.create_topics(new.iter(), &opts)).await
+        })
+        .map_err(|_| anyhow!("creating topics {} timed out", topics.join(", ")))?
+        .with_context(|| format!("creating topics {}", topics.join(", ")))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, e)) => bail!("creating topic `{name}`: {e}"),
+        }
+    }
+    let deadline = std::time::Instant::now() + 2 * LOOKUP_TIMEOUT;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    while !missing_topics(probe, &names)?.is_empty() {
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "created topics {} do not appear in the broker's metadata",
+                topics.join(", ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 /// Resolves `start` to a concrete offset for each partition (ListOffsets;
 /// on tansu `latest` lands at the start of the last record batch, so a few
 /// records may be read again).

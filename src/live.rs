@@ -58,6 +58,12 @@ pub struct RunArgs {
     /// statically and no offsets are committed). Default: unique per run.
     #[arg(long)]
     pub group_id: Option<String>,
+    /// Create the output topics (`topics.triggers`, `topics.dead_letter`)
+    /// when they are missing, with this many partitions each and the
+    /// broker's default replication. Without it a missing output topic
+    /// stops the job at start (triggers would otherwise be dropped).
+    #[arg(long, value_name = "PARTITIONS")]
+    pub create_output_topics: Option<i32>,
     /// Cluster mode: number of processes of this job (timely's multi-process
     /// mode; each runs `--workers` threads and reads its workers' partitions).
     #[arg(long, default_value_t = 1)]
@@ -161,6 +167,7 @@ pub fn run(args: RunArgs, config: Config, workers: usize) -> anyhow::Result<()> 
             names.join(", "),
             args.brokers
         );
+        check_output_topics(&probe, &args, &config)?;
         kafka::resolve_starts(&probe, &parts, start)?
     };
     tracing::info!(
@@ -234,6 +241,39 @@ pub fn run(args: RunArgs, config: Config, workers: usize) -> anyhow::Result<()> 
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Fails, naming them, when the output topics do not exist (a trigger the
+/// broker refuses for a missing topic would be lost), or creates them when
+/// `--create-output-topics` says so.
+fn check_output_topics<C: rdkafka::consumer::ConsumerContext>(
+    probe: &rdkafka::consumer::BaseConsumer<C>,
+    args: &RunArgs,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let outputs = [
+        config.topics.triggers.as_str(),
+        config.topics.dead_letter.as_str(),
+    ];
+    let missing = kafka::missing_topics(probe, &outputs)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    match args.create_output_topics {
+        Some(partitions) if partitions > 0 => {
+            kafka::create_topics(&args.brokers, probe, &missing, partitions)?;
+            tracing::info!(topics = %missing.join(", "), partitions, "created the output topics");
+            Ok(())
+        }
+        Some(p) => anyhow::bail!("--create-output-topics must be at least 1 (got {p})"),
+        None => anyhow::bail!(
+            "output topic(s) {} do not exist on {}: create them (topics.triggers, \
+             topics.dead_letter in the configuration name them), or start with \
+             --create-output-topics PARTITIONS",
+            missing.join(", "),
+            args.brokers
+        ),
     }
 }
 

@@ -592,3 +592,74 @@ fn record_round_trip() {
     assert!(!expected.is_empty());
     assert_same(&replayed, &expected, &rec.log_tail(5));
 }
+
+/// A missing output topic stops the job at start, naming it (triggers would
+/// otherwise be counted and then dropped by the producer); with
+/// `--create-output-topics N` the job creates the missing ones and runs.
+#[test]
+fn missing_output_topics_stop_the_job_or_are_created() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let tansu = Tansu::start(dir.path());
+    let brokers = tansu.brokers();
+    let inputs: Vec<(&str, i32)> = INPUT_TOPICS.iter().map(|t| (*t, 1)).collect();
+    create_topics(&brokers, &inputs);
+
+    let run = |extra: &[&str], log: &str| {
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--brokers", &brokers, "--start", "earliest"])
+            .args([
+                "--metrics-addr",
+                &format!("127.0.0.1:{}", support::free_port()),
+            ])
+            .args(extra);
+        Proc::spawn(cmd, dir.path().join(log))
+    };
+    let mut job = run(&[], "refused.log");
+    let status = job
+        .wait(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the job did not stop:\n{}", job.log_tail(20)));
+    let log = std::fs::read_to_string(&job.log).unwrap();
+    assert!(
+        !status.success(),
+        "the job ran without its output topics:\n{log}"
+    );
+    assert!(
+        log.contains("triggers")
+            && log.contains("tripwire.dlq")
+            && log.contains("--create-output-topics"),
+        "the error names neither the topics nor the way out:\n{log}"
+    );
+
+    let mut job = run(&["--create-output-topics", "2"], "created.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&job.log)
+        .unwrap_or_default()
+        .contains("created the output topics")
+    {
+        assert!(job.running(), "the job died:\n{}", job.log_tail(30));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no topics created:\n{}",
+            job.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop_job(&mut job);
+    // They exist now: a plain start runs.
+    let mut job = run(&[], "plain.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&job.log)
+        .unwrap_or_default()
+        .contains("starting the live job")
+    {
+        assert!(job.running(), "the job died:\n{}", job.log_tail(30));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not started:\n{}",
+            job.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop_job(&mut job);
+}
