@@ -4,6 +4,8 @@
 //! a topic; it returns a typed [`Input`] or a [`BadRecord`] saying why the
 //! payload breaks the contract. Unknown fields are ignored everywhere.
 
+mod fast;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use thiserror::Error;
@@ -214,13 +216,13 @@ fn price(field: &str, v: Option<f64>) -> Result<Option<Money>, BadRecord> {
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug, PartialEq)]
 struct RawContext {
     language: Option<Str>,
     timezone: Option<Str>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct RawItem {
     product_id: Option<Str>,
     quantity: Option<u64>,
@@ -228,13 +230,13 @@ struct RawItem {
     seller_id: Option<Str>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug, PartialEq)]
 struct RawTraits {
     language: Option<Str>,
     timezone: Option<Str>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default, Debug, PartialEq)]
 struct RawEvent {
     event_id: Option<Str>,
     #[serde(rename = "type")]
@@ -270,7 +272,16 @@ fn one_of(field: &str, v: Option<Str>, allowed: &[&str]) -> Result<Option<Str>, 
 }
 
 fn decode_event(payload: &[u8], limits: &Limits) -> Result<Event, BadRecord> {
-    let r: RawEvent = parse(payload)?;
+    let fast = std::str::from_utf8(payload).ok().and_then(fast::raw_event);
+    let r: RawEvent = match fast {
+        Some(r) => r,
+        None => parse(payload)?,
+    };
+    event_from_raw(r, limits)
+}
+
+/// The checks of the contract on a parsed `tracking` payload.
+fn event_from_raw(r: RawEvent, limits: &Limits) -> Result<Event, BadRecord> {
     limits.text("query", &r.query)?;
     if let Some(c) = &r.context {
         limits.text("context.language", &c.language)?;
@@ -574,6 +585,12 @@ pub fn decode_line_within(
     topics: &TopicNames,
     limits: &Limits,
 ) -> Result<(Topic, Input), BadRecord> {
+    if let Some((_, raw)) = fast::tracking_line(line, |t| t == topics.tracking) {
+        return Ok((
+            Topic::Tracking,
+            Input::Tracking(event_from_raw(raw, limits)?),
+        ));
+    }
     let rec: RecordedLine = serde_json::from_str(line).map_err(from_json_error)?;
     let topic = topics.role(&rec.topic).ok_or_else(|| {
         bad(
@@ -802,5 +819,151 @@ mod tests {
         let e = decode(Topic::Tracking, b"{\"event_id\": tru").expect_err("syntax");
         assert_eq!(e.reason, BadReason::InvalidJson);
         assert!(e.detail.contains("line 1"), "{}", e.detail);
+    }
+
+    /// Seeds for the fast-path comparison: every field of `RawEvent`.
+    const FAST_SEEDS: &[&str] = &[
+        r#"{"event_id":"e1","type":"cart_add","ts":1700000000000,"user_id":"u1","product_id":"p1","quantity":2,"price":9.5,"context":{"language":"de","timezone":"Europe/Berlin"}}"#,
+        r#"{"event_id":"e2","type":"order_placed","ts":1,"anonymous_id":"a","order_id":"o1","items":[{"product_id":"p1","quantity":1,"price":9.5,"seller_id":"s"},{"product_id":"p2"}],"payment":"secure"}"#,
+        r#"{"event_id":"e3","type":"identify","ts":1,"user_id":"u1","anonymous_id":"a1","traits":{"language":"en","timezone":null}}"#,
+        r#"{"event_id":"e4","type":"consent","ts":1,"user_id":"u1","channel":"email","granted":false}"#,
+        r#" { "event_id" : "e5" , "type" : "search" , "ts" : 0 , "anonymous_id" : "a1" , "query" : "red shoes" , "result_count" : 0 } "#,
+        r#"{"event_id":"e6","type":"product_view","ts":1,"user_id":"u","product_id":"p","category_id":"c","price":1e2,"extra":{"a":[1,2,{"b":null}],"c":true}}"#,
+        r#"{"event_id":"e7","type":"order_cancelled","ts":1,"user_id":"u","order_id":"o","reason":"customer","seller_id":"s"}"#,
+    ];
+
+    /// Values a mutation puts in place of a field's value.
+    const TOKENS: &[&str] = &[
+        "null",
+        "0",
+        "-0",
+        "01",
+        "1.5",
+        "-1",
+        "1e2",
+        "1E-2",
+        "2.50",
+        "18446744073709551615",
+        "18446744073709551616",
+        "-9223372036854775809",
+        "true",
+        "false",
+        "\"x\"",
+        "\"a\\\"b\"",
+        "\"\\u00e9\"",
+        "\"caf\u{e9}\"",
+        "[]",
+        "{}",
+        "[1,2]",
+        "{\"language\":\"x\"}",
+        "{\"language\":1}",
+        "[{\"product_id\":\"p\"}]",
+        "[{\"product_id\":\"p\",\"product_id\":\"q\"}]",
+        "{\"language\":\"x\",\"language\":\"y\"}",
+        "[\"de\",\"x\"]",
+        "nul",
+        "tru",
+        "1.",
+        ".5",
+        "+1",
+        "0.1e",
+        "\"\t\"",
+        "123456789012345678901234567890",
+    ];
+
+    /// Every (start, end) byte range of a top-level value in `s` (after each
+    /// `":` of the outer object, up to the next `,"` or the last `}`).
+    fn value_spans(s: &str) -> Vec<(usize, usize)> {
+        let v: serde_json::Value = serde_json::from_str(s).expect("a valid seed");
+        let mut spans = Vec::new();
+        for k in v.as_object().expect("an object").keys() {
+            let pat = format!("\"{k}\"");
+            let Some(at) = s.find(&pat) else { continue };
+            let colon = at + pat.len() + s[at + pat.len()..].find(':').expect("a colon");
+            let start = colon + 1;
+            let text = serde_json::to_string(&v[k]).unwrap();
+            let rest = &s[start..];
+            let lead = rest.len() - rest.trim_start().len();
+            spans.push((start + lead, start + lead + text.len()));
+        }
+        spans
+    }
+
+    fn same_as_serde(text: &str) {
+        if let Some(fast) = fast::raw_event(text) {
+            match serde_json::from_str::<RawEvent>(text) {
+                Ok(slow) => assert_eq!(fast, slow, "{text}"),
+                Err(e) => panic!("the fast path read what serde rejects ({e}): {text}"),
+            }
+        }
+        let line = format!(r#"{{"topic":"tracking","key":"u","value":{text},"timestamp":5}}"#);
+        if let Some((topic, fast)) = fast::tracking_line(&line, |t| t == "tracking") {
+            let rec: RecordedLine = serde_json::from_str(&line).unwrap_or_else(|e| {
+                panic!("the fast path read a line serde rejects ({e}): {line}")
+            });
+            assert_eq!(topic, rec.topic);
+            let slow: RawEvent =
+                serde_json::from_str(rec.value.get()).expect("serde reads the value");
+            assert_eq!(fast, slow, "{line}");
+        }
+    }
+
+    #[test]
+    fn the_fast_path_reads_plain_records_as_serde_does() {
+        for seed in FAST_SEEDS {
+            assert!(
+                fast::raw_event(seed).is_some(),
+                "plain JSON falls back: {seed}"
+            );
+            same_as_serde(seed);
+            let spans = value_spans(seed);
+            for &(a, b) in &spans {
+                for t in TOKENS {
+                    same_as_serde(&format!("{}{t}{}", &seed[..a], &seed[b..]));
+                }
+                // The field twice, and an unknown field after it.
+                let field_start = seed[..a].rfind([',', '{']).unwrap() + 1;
+                let field = &seed[field_start..b];
+                same_as_serde(&format!("{},{field}{}", &seed[..b], &seed[b..]));
+                same_as_serde(&format!(
+                    "{},\"zz\":{{\"q\":[[[]]]}}{}",
+                    &seed[..b],
+                    &seed[b..]
+                ));
+            }
+            for tail in ["", " ", "\n", "x", "}", ",", " {}"] {
+                same_as_serde(&format!("{seed}{tail}"));
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 3_000,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+        #[test]
+        fn the_fast_path_agrees_with_serde_on_mutated_records(
+            i in 0..FAST_SEEDS.len(),
+            edits in proptest::collection::vec((0usize..300, 0usize..TOKENS.len(), proptest::prelude::any::<u8>()), 1..4),
+        ) {
+            let mut text = FAST_SEEDS[i].to_string();
+            for (at, t, b) in edits {
+                let at = (at % text.len()).min(text.len());
+                if !text.is_char_boundary(at) {
+                    continue;
+                }
+                if b % 2 == 0 {
+                    text.insert_str(at, TOKENS[t]);
+                } else {
+                    let end = (at + 1 + (b as usize % 5)).min(text.len());
+                    if text.is_char_boundary(end) {
+                        text.replace_range(at..end, &(b as char).to_string());
+                    }
+                }
+            }
+            same_as_serde(&text);
+        }
     }
 }
