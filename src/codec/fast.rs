@@ -376,10 +376,10 @@ pub(super) fn raw_event(payload: &str) -> Option<RawEvent> {
 /// A recording line whose topic precedes a `tracking` payload, read in one
 /// pass: `(topic, payload)`, or `None` to let serde read the line. `is_tracking`
 /// tells whether a topic name is the tracking topic.
-pub(super) fn tracking_line<'a>(
-    line: &'a str,
+pub(super) fn tracking_line(
+    line: &str,
     is_tracking: impl Fn(&str) -> bool,
-) -> Option<(&'a str, RawEvent)> {
+) -> Option<(&str, RawEvent)> {
     let mut p = Parser {
         b: line.as_bytes(),
         i: 0,
