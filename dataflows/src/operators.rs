@@ -417,14 +417,20 @@ pub fn dedup_events<'s>(
             Exchange::new(|u: &(Event, Time, isize)| u.0.event_id.hashed()),
             "DedupEventId",
             move |_cap, _info| {
-                let mut pending = Pending::new();
+                // Events waiting for their time to complete, each round
+                // already de-duplicated as it arrives: an event is moved
+                // once, into its round, and the round leaves as it is.
+                let mut rounds: BTreeMap<Time, Round> = BTreeMap::new();
+                let mut held: Option<Capability<Time>> = None;
+                // The time of each waiting round, by tag.
+                let mut waiting: HashMap<u32, Time> = HashMap::new();
+                let mut next_tag = 0u32;
                 // Ids as 128 bits of two independently seeded hashes: one
                 // map entry of fixed size per id, no copy of its text. Per
-                // id: the time it is kept until, and the round and
-                // place of the event kept for it (to compare a repeat in the
-                // same round with it).
+                // id: the time it is kept until, and the round (tag) and
+                // place of the event kept for it, to find it while its
+                // round waits.
                 let mut seen: Remembered<u128, (u32, u32)> = Remembered::new();
-                let mut round = 0u32;
                 let seeds = (
                     foldhash::quality::RandomState::default(),
                     foldhash::quality::RandomState::default(),
@@ -433,8 +439,8 @@ pub fn dedup_events<'s>(
                     use std::hash::BuildHasher;
                     ((seeds.0.hash_one(id) as u128) << 64) | seeds.1.hash_one(id) as u128
                 };
-                // Of two events with one id, the one applied: the least in
-                // `Event`'s order (by time first).
+                // Of two events with one id in one round, the one applied:
+                // the least in `Event`'s order (by time first).
                 let before = |a: &Event, b: &Event| {
                     (a.ts, a.known)
                         .cmp(&(b.ts, b.known))
@@ -445,43 +451,81 @@ pub fn dedup_events<'s>(
                     input.for_each(|cap, data| {
                         let Some(&least) = cap.least() else { return };
                         for (e, t, r) in data.drain(..) {
-                            if r > 0 {
-                                pending.push(&cap, t.max(least), e);
+                            if r <= 0 {
+                                continue;
+                            }
+                            let t = t.max(least);
+                            hold(&mut held, &cap, t);
+                            let round = rounds.entry(t).or_insert_with(|| {
+                                next_tag = next_tag.wrapping_add(1);
+                                waiting.insert(next_tag, t);
+                                Round::new(next_tag)
+                            });
+                            let (tag, slot) = (round.tag, round.updates.len() as u32);
+                            let until = e.ts.saturating_add(window_ms).max(t);
+                            let Some((u, kept)) =
+                                seen.get_or_remember(key(&e.event_id), || (until, (tag, slot)))
+                            else {
+                                round.updates.push((e, t, 1));
+                                continue;
+                            };
+                            // A repeat: the kept event was applied in an
+                            // earlier round (then this one is dropped), or
+                            // waits in a round at or after this one.
+                            let Some(&kept_t) = waiting.get(&kept.0) else { continue };
+                            if kept_t == t {
+                                let k = &mut round.updates[kept.1 as usize].0;
+                                if before(&e, k) {
+                                    *u = until;
+                                    *k = e;
+                                }
+                            } else if kept_t > t {
+                                *u = until;
+                                let old = std::mem::replace(kept, (tag, slot));
+                                round.updates.push((e, t, 1));
+                                let later = rounds.get_mut(&kept_t).expect("a waiting round");
+                                later.updates[old.1 as usize].2 = 0;
+                                later.replaced += 1;
                             }
                         }
                     });
                     let f = frontier_time(frontier);
-                    while let Some((cap, t, batch)) = pending.next_complete(f) {
-                        // Every earlier round is applied: a repeat of an id
-                        // seen there is dropped; of repeats within this round
-                        // the least is kept, in one map lookup per event and
-                        // without moving the (large) events more than once.
-                        round = round.wrapping_add(1);
-                        let mut kept: Vec<(Event, Time, isize)> = Vec::with_capacity(batch.len());
-                        for e in batch {
-                            let slot = kept.len() as u32;
-                            let until = e.ts.saturating_add(window_ms).max(t);
-                            match seen.get_or_remember(key(&e.event_id), || (until, (round, slot)))
-                            {
-                                None => kept.push((e, t, 1isize)),
-                                Some((u, (r, s))) if *r == round => {
-                                    let k = &mut kept[*s as usize].0;
-                                    if before(&e, k) {
-                                        *u = until;
-                                        *k = e;
-                                    }
-                                }
-                                Some(_) => {}
-                            }
+                    while let Some(entry) = rounds.first_entry() {
+                        if f.is_some_and(|f| *entry.key() >= f) {
+                            break;
                         }
-                        output.session(&cap).give_container(&mut kept);
+                        let (t, mut round) = entry.remove_entry();
+                        waiting.remove(&round.tag);
+                        if round.replaced > 0 {
+                            round.updates.retain(|u| u.2 != 0);
+                        }
+                        let cap = held.as_ref().expect("a held capability").delayed(&t);
+                        output.session(&cap).give_container(&mut round.updates);
                     }
-                    pending.release();
+                    release(&mut held, &rounds);
                     seen.forget_before(f);
                 }
             },
         )
         .as_collection()
+}
+
+/// One round of [`dedup_events`]: its events, with multiplicity 0 for those
+/// an earlier repeat replaced.
+struct Round {
+    tag: u32,
+    updates: Vec<(Event, Time, isize)>,
+    replaced: usize,
+}
+
+impl Round {
+    fn new(tag: u32) -> Self {
+        Round {
+            tag,
+            updates: Vec::new(),
+            replaced: 0,
+        }
+    }
 }
 
 /// A change of a product's price or stock, with the value it replaced.

@@ -14,8 +14,19 @@ use dataflows::model::Str;
 
 /// A cursor over JSON text.
 struct Parser<'a> {
+    text: &'a str,
     b: &'a [u8],
     i: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn new(text: &'a str) -> Self {
+        Parser {
+            text,
+            b: text.as_bytes(),
+            i: 0,
+        }
+    }
 }
 
 /// Most nested arrays and objects an unknown field may hold (serde_json
@@ -61,7 +72,8 @@ impl<'a> Parser<'a> {
                 _ => self.i += 1,
             }
         }
-        let s = std::str::from_utf8(&self.b[start..self.i]).ok()?;
+        // Both ends are at ASCII quotes: character boundaries of the text.
+        let s = self.text.get(start..self.i)?;
         self.i += 1;
         Some(s)
     }
@@ -109,7 +121,7 @@ impl<'a> Parser<'a> {
             None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') => {}
             _ => return None,
         }
-        std::str::from_utf8(&self.b[start..self.i]).ok()
+        self.text.get(start..self.i)
     }
 
     /// `null`, or a value read by `f`.
@@ -364,10 +376,7 @@ fn event_object(p: &mut Parser) -> Option<RawEvent> {
 
 /// A `tracking` payload as serde would read it, or `None` to let serde.
 pub(super) fn raw_event(payload: &str) -> Option<RawEvent> {
-    let mut p = Parser {
-        b: payload.as_bytes(),
-        i: 0,
-    };
+    let mut p = Parser::new(payload);
     let r = event_object(&mut p)?;
     p.end()?;
     Some(r)
@@ -380,10 +389,7 @@ pub(super) fn tracking_line(
     line: &str,
     is_tracking: impl Fn(&str) -> bool,
 ) -> Option<(&str, RawEvent)> {
-    let mut p = Parser {
-        b: line.as_bytes(),
-        i: 0,
-    };
+    let mut p = Parser::new(line);
     let (mut topic, mut key, mut event): (Option<&str>, Option<Option<&str>>, Option<RawEvent>) =
         (None, None, None);
     let (mut partition, mut offset, mut timestamp) = (None, None, None);
