@@ -173,51 +173,67 @@ impl<D> Pending<D> {
     }
 }
 
-/// Ids remembered until a time: once the frontier passes it, they are
-/// forgotten. One map entry per id (the time it is kept until, and a small
-/// value `V`); forgotten entries are swept out in one pass once the map has
-/// doubled since the last sweep, so the memory per remembered id is one key,
-/// one time and one `V`.
-pub(crate) struct Remembered<K, V = ()> {
-    until: HashMap<K, (Time, V), foldhash::fast::RandomState>,
+/// Ids (128-bit hashes) remembered until a time: once the frontier passes
+/// it, they are forgotten. One map entry per id (the time it is kept until,
+/// and a small value `V`). The ids are spread over [`SHARDS`] maps by their
+/// top bits, so that a map growing copies one shard, not every id (a single
+/// map briefly holds its old and new tables, half again its size). A
+/// shard's forgotten entries are swept out in one pass once it has doubled
+/// since its last sweep.
+pub(crate) struct Remembered<V = ()> {
+    shards: Vec<Shard<V>>,
     /// Ids kept until before this time are forgotten (the frontier at the
     /// last `forget_before`).
     horizon: Time,
+}
+
+/// How many maps [`Remembered`] spreads its ids over.
+const SHARDS: usize = 16;
+
+struct Shard<V> {
+    until: HashMap<u128, (Time, V), foldhash::fast::RandomState>,
     /// Entries left by the last sweep.
     swept_len: usize,
 }
 
-impl<K: std::hash::Hash + Eq, V> Remembered<K, V> {
+impl<V> Remembered<V> {
     pub(crate) fn new() -> Self {
         Remembered {
-            until: HashMap::default(),
+            shards: (0..SHARDS)
+                .map(|_| Shard {
+                    until: HashMap::default(),
+                    swept_len: 0,
+                })
+                .collect(),
             horizon: 0,
-            swept_len: 0,
         }
     }
 
-    pub(crate) fn contains<Q>(&self, id: &Q) -> bool
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: std::hash::Hash + Eq + ?Sized,
-    {
-        self.until.get(id).is_some_and(|&(u, _)| u >= self.horizon)
+    fn shard(&mut self, id: u128) -> &mut Shard<V> {
+        &mut self.shards[(id >> 124) as usize % SHARDS]
     }
 
-    pub(crate) fn insert(&mut self, id: K, until: Time, v: V) {
-        self.until.insert(id, (until, v));
+    pub(crate) fn contains(&self, id: &u128) -> bool {
+        self.shards[(id >> 124) as usize % SHARDS]
+            .until
+            .get(id)
+            .is_some_and(|&(u, _)| u >= self.horizon)
+    }
+
+    pub(crate) fn insert(&mut self, id: u128, until: Time, v: V) {
+        self.shard(id).until.insert(id, (until, v));
     }
 
     /// The entry of `id` when it is still remembered; otherwise remembers
     /// it with `make()` (in one lookup) and gives `None`.
     pub(crate) fn get_or_remember(
         &mut self,
-        id: K,
+        id: u128,
         make: impl FnOnce() -> (Time, V),
     ) -> Option<&mut (Time, V)> {
         use std::collections::hash_map::Entry;
         let horizon = self.horizon;
-        match self.until.entry(id) {
+        match self.shard(id).until.entry(id) {
             Entry::Occupied(o) if o.get().0 >= horizon => Some(o.into_mut()),
             Entry::Occupied(mut o) => {
                 *o.get_mut() = make();
@@ -234,15 +250,19 @@ impl<K: std::hash::Hash + Eq, V> Remembered<K, V> {
     pub(crate) fn forget_before(&mut self, frontier: Option<Time>) {
         let Some(horizon) = frontier else {
             self.horizon = Time::MAX;
-            self.until = HashMap::default();
+            for s in &mut self.shards {
+                s.until = HashMap::default();
+            }
             return;
         };
         self.horizon = horizon;
-        if self.until.len() > (2 * self.swept_len).max(1 << 14) {
-            self.until.retain(|_, (u, _)| *u >= horizon);
-            self.swept_len = self.until.len();
-            if self.until.capacity() > 4 * self.swept_len.max(1 << 14) {
-                self.until.shrink_to_fit();
+        for s in &mut self.shards {
+            if s.until.len() > (2 * s.swept_len).max(1 << 10) {
+                s.until.retain(|_, (u, _)| *u >= horizon);
+                s.swept_len = s.until.len();
+                if s.until.capacity() > 4 * s.swept_len.max(1 << 10) {
+                    s.until.shrink_to_fit();
+                }
             }
         }
     }
@@ -430,7 +450,7 @@ pub fn dedup_events<'s>(
                 // id: the time it is kept until, and the round (tag) and
                 // place of the event kept for it, to find it while its
                 // round waits.
-                let mut seen: Remembered<u128, (u32, u32)> = Remembered::new();
+                let mut seen: Remembered<(u32, u32)> = Remembered::new();
                 let seeds = (
                     foldhash::quality::RandomState::default(),
                     foldhash::quality::RandomState::default(),
@@ -706,7 +726,7 @@ pub fn fire_once<'s>(
         "FireOnce",
         move |_cap, _info| {
             let mut pending = Pending::new();
-            let mut fired: Remembered<u128> = Remembered::new();
+            let mut fired: Remembered = Remembered::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     let Some(&least) = cap.least() else { return };
