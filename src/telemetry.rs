@@ -4,7 +4,7 @@
 //! the start; names follow `tripwire_<name>_<unit>_total`.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::LazyLock;
 
 use prometheus::{Encoder, Gauge, IntCounterVec, Opts, Registry, TextEncoder};
@@ -230,38 +230,77 @@ impl ProduceFailed<'_> {
 pub fn serve_metrics(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("metrics-http".into())
         .spawn(move || {
             for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(match stream.try_clone() {
-                    Ok(s) => s,
-                    Err(_) => continue,
-                });
-                let mut request_line = String::new();
-                if reader.read_line(&mut request_line).is_err() {
+                let Ok(stream) = stream else { continue };
+                // One thread per connection, at most `MAX_CONNECTIONS` at
+                // once, each bounded in time and size: an idle or slow
+                // client never stops the scraping of others.
+                use std::sync::atomic::Ordering::SeqCst;
+                if open.fetch_add(1, SeqCst) >= MAX_CONNECTIONS {
+                    open.fetch_sub(1, SeqCst);
+                    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+                    let _ = respond(&stream, "503 Service Unavailable", "busy\n");
                     continue;
                 }
-                // Drain the headers.
-                let mut line = String::new();
-                while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
-                    line.clear();
+                let done = open.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("metrics-conn".into())
+                    .spawn(move || {
+                        serve_one(stream);
+                        done.fetch_sub(1, SeqCst);
+                    });
+                if spawned.is_err() {
+                    open.fetch_sub(1, SeqCst);
                 }
-                let path = request_line.split_whitespace().nth(1).unwrap_or("/");
-                let (status, body) = if path == "/metrics" {
-                    ("200 OK", METRICS.render())
-                } else {
-                    ("404 Not Found", "see /metrics\n".to_string())
-                };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
             }
         })?;
     Ok(bound)
+}
+
+/// Most metrics connections served at once.
+const MAX_CONNECTIONS: usize = 16;
+/// How long a metrics client may take to send its request or read the reply.
+const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Largest request (line and headers) read from a metrics client.
+const MAX_REQUEST_BYTES: u64 = 16 * 1024;
+
+fn serve_one(stream: TcpStream) {
+    if stream.set_read_timeout(Some(IO_TIMEOUT)).is_err()
+        || stream.set_write_timeout(Some(IO_TIMEOUT)).is_err()
+    {
+        return;
+    }
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(std::io::Read::take(read_half, MAX_REQUEST_BYTES));
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).is_err() {
+        return;
+    }
+    // Drain the headers (up to the size limit).
+    let mut line = String::new();
+    while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+        line.clear();
+    }
+    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+    if path == "/metrics" {
+        let _ = respond(&stream, "200 OK", &METRICS.render());
+    } else {
+        let _ = respond(&stream, "404 Not Found", "see /metrics\n");
+    }
+}
+
+fn respond(mut stream: &TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 /// Installs the tracing subscriber: human-readable to stderr, or JSON lines
@@ -288,4 +327,35 @@ pub fn resident_mb() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn scrape(addr: SocketAddr) -> String {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        // Below the server's own timeout: a server that waited for the
+        // idle clients first would not answer within it.
+        s.set_read_timeout(Some(IO_TIMEOUT / 2)).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("a reply");
+        out
+    }
+
+    /// Idle connections (a client that connects and sends nothing, one that
+    /// sends a header without end) do not stop others from scraping.
+    #[test]
+    fn idle_clients_do_not_block_scraping() {
+        let addr = serve_metrics("127.0.0.1:0".parse().unwrap()).expect("serving");
+        let _idle: Vec<TcpStream> = (0..4)
+            .map(|_| TcpStream::connect(addr).expect("connect"))
+            .collect();
+        let mut slow = TcpStream::connect(addr).expect("connect");
+        write!(slow, "GET /metrics HTTP/1.1\r\nX-Slow: ").unwrap();
+        let reply = scrape(addr);
+        assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+    }
 }

@@ -492,7 +492,9 @@ pub fn dedup_events<'s>(
                             // A repeat: the kept event was applied in an
                             // earlier round (then this one is dropped), or
                             // waits in a round at or after this one.
-                            let Some(&kept_t) = waiting.get(&kept.0) else { continue };
+                            let Some(&kept_t) = waiting.get(&kept.0) else {
+                                continue;
+                            };
                             if kept_t == t {
                                 let k = &mut round.updates[kept.1 as usize].0;
                                 if before(&e, k) {
