@@ -187,6 +187,18 @@ impl ProfileFollower {
                     }
                 }
                 Some(p) => match Profile::parse(p) {
+                    // The key is the user_id (wire.md): a record keyed by
+                    // another user would overwrite that user's profile
+                    // while compaction and erasure follow the key.
+                    Ok(pr) if key.as_ref().is_some_and(|k| *k != pr.user_id) => {
+                        MalformedRecord {
+                            topic: &self.topic,
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            error: "the record's key is not its user_id",
+                        }
+                        .emit(metrics);
+                    }
                     Ok(pr) => {
                         metrics.profile_updates.with_label_values(&["upsert"]).inc();
                         let bytes = serde_json::to_vec(&pr).unwrap_or_default();

@@ -274,6 +274,16 @@ async fn end_to_end_over_kafka() {
     produce(&p, "profiles", "u1", Some(&profile("u1", false))).await;
     produce(&p, "profiles", "u1", Some(&profile("u1", true))).await; // latest wins
     produce(&p, "profiles", "u2", Some(&profile("u2", false))).await;
+    // Keyed by u2 but naming u1: rejected, it must not replace u1's profile.
+    let hijack = json!({"user_id": "u1", "ts": 2, "push_tokens": [{"token": "tok-hijack"}],
+        "consent": {"push": true}});
+    produce(
+        &p,
+        "profiles",
+        "u2",
+        Some(&serde_json::to_vec(&hijack).unwrap()),
+    )
+    .await;
     produce(&p, "profiles", "u3", Some(&profile("u3", true))).await;
     produce(&p, "profiles", "u3", None).await; // erased
     produce(&p, "profiles", "bad", Some(b"{not json")).await;
@@ -312,6 +322,12 @@ async fn end_to_end_over_kafka() {
     assert!(accepted
         .iter()
         .any(|r| r.json()["message"]["token"] == "tok-u1"));
+    assert!(
+        accepted
+            .iter()
+            .all(|r| r.json()["message"]["token"] != "tok-hijack"),
+        "a profile keyed by another user replaced u1's"
+    );
     let status = terminate(&mut child);
     assert!(status.success(), "graceful exit, got {status:?}");
     let log = std::fs::read_to_string(dir.path().join("courier.log")).unwrap();
