@@ -20,4 +20,5 @@ pub mod sender;
 pub mod store;
 pub mod telemetry;
 pub mod template;
+#[cfg(feature = "test-hooks")]
 pub mod testkit;

@@ -63,12 +63,15 @@ struct Args {
     /// Validate the configuration and exit (0 when valid).
     #[arg(long)]
     check_config: bool,
-    /// Testing only: pretend the wall clock started at this time (ms since
-    /// the epoch) and runs at normal speed.
+    /// Testing only (feature `test-hooks`): pretend the wall clock started
+    /// at this time (ms since the epoch) and runs at normal speed.
+    #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true, env = "TRIPWIRE_COURIER_FAKE_CLOCK_START_MS")]
     fake_clock_start_ms: Option<i64>,
-    /// Testing only: abort the process (as a crash would) once this many
-    /// sends are recorded, without committing consumer offsets.
+    /// Testing only (feature `test-hooks`): abort the process (as a crash
+    /// would) once this many sends are recorded, without committing
+    /// consumer offsets.
+    #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true)]
     crash_after_sends: Option<u64>,
 }
@@ -95,7 +98,12 @@ fn main() -> anyhow::Result<()> {
         println!("configuration {} is valid", args.config.display());
         return Ok(());
     }
-    let clock: Arc<dyn Clock> = match args.fake_clock_start_ms {
+    #[cfg(feature = "test-hooks")]
+    let (fake_clock_start_ms, crash_after_sends) =
+        (args.fake_clock_start_ms, args.crash_after_sends);
+    #[cfg(not(feature = "test-hooks"))]
+    let (fake_clock_start_ms, crash_after_sends) = (None::<i64>, None);
+    let clock: Arc<dyn Clock> = match fake_clock_start_ms {
         Some(ms) => Arc::new(OffsetClock::new(ms)),
         None => Arc::new(SystemClock),
     };
@@ -107,7 +115,7 @@ fn main() -> anyhow::Result<()> {
         profiles_topic: args.profiles_topic,
         deliveries_topic: args.deliveries_topic,
         metrics_addr: args.metrics_addr,
-        crash_after_sends: args.crash_after_sends,
+        crash_after_sends,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
