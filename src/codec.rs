@@ -54,6 +54,9 @@ pub enum BadReason {
     /// A field exceeds a configured limit ([`Limits`]): too many order
     /// items, or a free-text field too long.
     TooLarge,
+    /// Live: the record's time lies beyond the wall clock by more than
+    /// `time.max_future_ms`.
+    FutureTs,
 }
 
 impl BadReason {
@@ -66,6 +69,7 @@ impl BadReason {
             BadReason::InvalidValue => "invalid_value",
             BadReason::UnknownTopic => "unknown_topic",
             BadReason::TooLarge => "too_large",
+            BadReason::FutureTs => "future_ts",
         }
     }
 }

@@ -132,6 +132,10 @@ impl Default for LimitsConfig {
 pub struct TimeConfig {
     /// A partition's watermark is the largest `ts` read from it minus this.
     pub lateness_ms: u64,
+    /// Live only: a record whose time lies more than this after the wall
+    /// clock is a bad record (`future_ts`): one such record would hold its
+    /// partition's watermark, and memory, until the clock reaches it.
+    pub max_future_ms: u64,
     /// How often the live job re-reads partition high-water marks to tell whether it is caught up.
     pub watermark_poll_ms: u64,
     /// Width of a timely time bucket. Conditions stay exact to the ms
@@ -144,6 +148,7 @@ impl Default for TimeConfig {
     fn default() -> Self {
         TimeConfig {
             lateness_ms: 5_000,
+            max_future_ms: 86_400_000,
             watermark_poll_ms: 1_000,
             bucket_ms: 1_000,
         }

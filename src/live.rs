@@ -187,6 +187,7 @@ pub fn run(args: RunArgs, config: Config, workers: usize) -> anyhow::Result<()> 
         triggers_topic: config.topics.triggers.clone(),
         dead_letter_topic: config.topics.dead_letter.clone(),
         lateness_ms: config.time.lateness_ms,
+        max_future_ms: config.time.max_future_ms,
         watermark_poll: Duration::from_millis(config.time.watermark_poll_ms.max(1)),
         clock: Clock::new(config.time.bucket_ms),
         campaigns: config.campaigns.clone(),
@@ -286,6 +287,7 @@ struct Shared {
     triggers_topic: String,
     dead_letter_topic: String,
     lateness_ms: u64,
+    max_future_ms: u64,
     watermark_poll: Duration,
     clock: Clock,
     campaigns: Vec<dataflows::campaign::Campaign>,
@@ -363,6 +365,8 @@ fn run_worker(
     if let (Some(consumer), Some(output)) = (&consumer, &output) {
         while !shared.stop.load(Ordering::Relaxed) {
             let mut n = 0;
+            // Records after this are too far in the future (`future_ts`).
+            let horizon = kafka::now_ms().saturating_add(shared.max_future_ms);
             while n < BATCH {
                 let msg = match consumer.poll(Duration::ZERO) {
                     None => break,
@@ -379,8 +383,21 @@ fn run_worker(
                     continue;
                 };
                 RecordsRead { topic, count: 1 }.emit();
-                match codec::decode_within(role, msg.payload().unwrap_or_default(), &shared.limits)
-                {
+                let decoded =
+                    codec::decode_within(role, msg.payload().unwrap_or_default(), &shared.limits)
+                        .and_then(|input| {
+                            if input.time() > horizon {
+                                return Err(codec::BadRecord {
+                                    reason: codec::BadReason::FutureTs,
+                                    detail: format!(
+                                        "`ts` lies beyond the wall clock by more than time.max_future_ms = {}",
+                                        shared.max_future_ms
+                                    ),
+                                });
+                            }
+                            Ok(input)
+                        });
+                match decoded {
                     Ok(input) => {
                         let ts = input.time();
                         progress.read(topic, msg.partition(), msg.offset(), Some(ts));

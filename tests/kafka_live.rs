@@ -663,3 +663,46 @@ fn missing_output_topics_stop_the_job_or_are_created() {
     }
     stop_job(&mut job);
 }
+
+/// A record dated further after the wall clock than `time.max_future_ms`
+/// is dead-lettered (`future_ts`) instead of holding its partition's
+/// watermark, and memory, until then; a record just inside the bound is
+/// read as usual.
+#[test]
+fn records_far_in_the_future_are_dead_lettered() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let tansu = broker(dir.path());
+    let brokers = tansu.brokers();
+    let now = now_ms();
+    let event = |id: &str, ts: u64| Rec {
+        topic: "tracking".into(),
+        key: Some("u1".into()),
+        payload: format!(r#"{{"event_id":"{id}","type":"app_open","ts":{ts},"user_id":"u1"}}"#)
+            .into_bytes(),
+    };
+    let day = 86_400_000;
+    produce(
+        &brokers,
+        &[event("near", now + day / 2), event("far", now + 2 * day)],
+    );
+    let mut job = start_job(&brokers, support::free_port(), dir.path());
+    let mut dlq = Reader::new(&brokers, &["tripwire.dlq"]);
+    assert!(
+        dlq.read_at_least(1, Duration::from_secs(30)),
+        "no dead letter within 30 s; job log:\n{}",
+        job.log_tail(30)
+    );
+    dlq.drain(Duration::from_secs(3));
+    assert_eq!(dlq.got.len(), 1, "only the far record is dead-lettered");
+    let d: Value = serde_json::from_slice(&dlq.got[0].payload).unwrap();
+    assert_eq!(d["reason"], "future_ts", "{d}");
+    assert!(
+        d["payload"]
+            .as_str()
+            .unwrap()
+            .contains(r#""event_id":"far""#),
+        "{d}"
+    );
+    stop_job(&mut job);
+}
