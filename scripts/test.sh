@@ -20,7 +20,8 @@ if [ -x ../shared/conformance/run.sh ]; then
   ../shared/conformance/run.sh target/release/tripwire --workers 1
   ../shared/conformance/run.sh target/release/tripwire --workers 2
 else
-  echo "conformance cases not found at ../shared/conformance; skipped" >&2
+  echo "conformance cases not found at ../shared/conformance (run.sh): the contract cannot be checked" >&2
+  exit 1
 fi
 echo "== prometheus rules"
 promtool check rules deploy/prometheus/rules.yml

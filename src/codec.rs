@@ -635,8 +635,81 @@ mod tests {
             r#"{"event_id":"1","type":"forget","ts":5,"user_id":"u"}"#,
             r#"{"event_id":"1","type":"brand_new_type","ts":5,"user_id":"u","whatever":[1,2]}"#,
         ];
-        for c in cases {
-            decode(Topic::Tracking, c.as_bytes()).unwrap_or_else(|e| panic!("{c}: {e}"));
+        let s = |v: &str| Str::from(v);
+        let expected = [
+            Body::ProductView {
+                product_id: s("p"),
+                category_id: Some(s("c")),
+                price: Some(Money(2.5)),
+            },
+            Body::CategoryView {
+                category_id: s("c"),
+            },
+            Body::Search {
+                query: s("shoes"),
+                result_count: None,
+            },
+            Body::CartAdd {
+                product_id: s("p"),
+                quantity: 1,
+                price: None,
+            },
+            Body::CartRemove { product_id: s("p") },
+            Body::WishlistAdd { product_id: s("p") },
+            Body::WishlistRemove { product_id: s("p") },
+            Body::OrderPlaced {
+                order_id: s("o"),
+                items: vec![OrderItem {
+                    product_id: s("p"),
+                    quantity: 1,
+                    price: None,
+                    seller_id: None,
+                }],
+                payment: Some(s("secure")),
+            },
+            Body::OrderDelivered { order_id: s("o") },
+            Body::OrderCancelled {
+                order_id: s("o"),
+                reason: Some(s("out_of_stock")),
+            },
+            Body::ReviewSubmitted {
+                order_id: None,
+                product_id: None,
+                seller_id: None,
+            },
+            Body::AppOpen,
+            Body::Identify {
+                language: Some(s("ru")),
+                timezone: None,
+            },
+            Body::Consent {
+                channel: Channel::Sms,
+                granted: false,
+            },
+            Body::Forget,
+            Body::Other {
+                type_name: s("brand_new_type"),
+            },
+        ];
+        assert_eq!(cases.len(), expected.len());
+        for (c, body) in cases.iter().zip(expected) {
+            let e = match decode(Topic::Tracking, c.as_bytes())
+                .unwrap_or_else(|e| panic!("{c}: {e}"))
+            {
+                Input::Tracking(e) => e,
+                other => panic!("{c}: {other:?}"),
+            };
+            assert_eq!(e.body, body, "{c}");
+            assert_eq!((e.ts, e.known, e.event_id.as_str()), (5, 5, "1"), "{c}");
+            let v: serde_json::Value = serde_json::from_str(c).unwrap();
+            assert_eq!(e.user_id.as_deref(), v["user_id"].as_str(), "{c}");
+            assert_eq!(e.anonymous_id.as_deref(), v["anonymous_id"].as_str(), "{c}");
+            // The language of `context` or of an identify's `traits`.
+            let language = v["context"]["language"]
+                .as_str()
+                .or(v["traits"]["language"].as_str());
+            assert_eq!(e.language.as_deref(), language, "{c}");
+            assert_eq!(e.timezone, None, "{c}");
         }
     }
 
