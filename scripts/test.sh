@@ -26,5 +26,6 @@ fi
 echo "== prometheus rules"
 promtool check rules deploy/prometheus/rules.yml
 promtool check config deploy/prometheus/prometheus.yml
+(cd deploy/prometheus && promtool test rules rules_test.yml)
 echo "== tests"
 cargo test --release --workspace
