@@ -3,9 +3,7 @@
 //! bytes, decoding returns a typed record or a classified bad record; it
 //! never panics, and a bad record's text never quotes the input.
 //!
-//! Bounded for CI (a fixed number of cases with proptest's persisted seeds
-//! off); `PROPTEST_CASES=100000 cargo test --release --test codec_hostile`
-//! runs a longer search.
+//! Bounded for CI: a fixed number of cases from a fixed seed.
 
 use proptest::prelude::*;
 use tripwire::codec::{decode, decode_line, BadReason, Topic, TopicNames};
@@ -64,6 +62,8 @@ fn survives(topic: Topic, bytes: &[u8]) -> bool {
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 5_000,
+        // Fixed, so that a failure in CI happens again anywhere.
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x7219_e5ee),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

@@ -587,7 +587,7 @@ fn recording(inputs: &[Input]) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(common_replay::proptest_config(64))]
 
     #[test]
     fn dataflow_matches_reference(case in case()) {

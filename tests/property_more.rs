@@ -127,13 +127,6 @@ fn config() -> String {
     ])
 }
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(48)
-}
-
 // ------------------------------------------------------------------ input model
 
 /// One item of an `order_placed`.
@@ -1484,7 +1477,7 @@ fn check(inputs: &[Input]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(common_replay::proptest_config(48))]
 
     #[test]
     fn further_kinds_match_reference(case in case()) {

@@ -126,3 +126,18 @@ pub fn n(kind: &str, user: &str, ts: u64, products: &[&str], audience: Option<&s
         audience.map(str::to_string),
     )
 }
+
+/// The proptest configuration of the property tests: `cases` cases (or
+/// `PROPTEST_CASES`, for a longer search) from a fixed seed (or
+/// `PROPTEST_SEED`), so that a failure in CI happens again on any machine.
+pub fn proptest_config(cases: u32) -> proptest::prelude::ProptestConfig {
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    proptest::prelude::ProptestConfig {
+        cases: env("PROPTEST_CASES").map_or(cases, |c: u64| c as u32),
+        rng_seed: proptest::test_runner::RngSeed::Fixed(
+            env("PROPTEST_SEED").unwrap_or(0x7219_e5ee),
+        ),
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    }
+}
