@@ -110,11 +110,21 @@ fn main() -> ExitCode {
     telemetry::init_logging(cli.log_json);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`| head`): not an error.
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Whether `e` comes from writing to a closed pipe.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Warns when `workers` threads exceed the cores available: timely's
@@ -263,13 +273,17 @@ fn demo(
     }
     sample.sort_by_key(|t| t.ts);
     sample.truncate(show);
-    println!(
+    // Written, not printed: a closed pipe (`| head`) ends the demo quietly.
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "A sample of {} of the {} trigger records:",
         sample.len(),
         summary.triggers.len()
-    );
+    )?;
     for t in sample {
-        println!("  {}", serde_json::to_string(t)?);
+        writeln!(out, "  {}", serde_json::to_string(t)?)?;
     }
     let mut per_campaign: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for t in &summary.triggers {
@@ -277,22 +291,24 @@ fn demo(
             .entry((t.campaign.as_str(), t.kind.as_str()))
             .or_default() += 1;
     }
-    println!();
-    println!("Summary");
-    println!(
+    writeln!(out)?;
+    writeln!(out, "Summary")?;
+    writeln!(
+        out,
         "  records replayed   {events} ({} bad), generated in {:.2} s",
         summary.bad_records,
         generated.as_secs_f64()
-    );
-    println!("  event time closed  {} ms", summary.closed_at);
-    println!(
+    )?;
+    writeln!(out, "  event time closed  {} ms", summary.closed_at)?;
+    writeln!(
+        out,
         "  replay             {:.2} s on {workers} worker(s), {:.0} records/s",
         elapsed.as_secs_f64(),
         events as f64 / elapsed.as_secs_f64().max(1e-9)
-    );
-    println!("  triggers by campaign:");
+    )?;
+    writeln!(out, "  triggers by campaign:")?;
     for ((campaign, kind), n) in per_campaign {
-        println!("    {campaign:<24} {kind:<22} {n}");
+        writeln!(out, "    {campaign:<24} {kind:<22} {n}")?;
     }
     Ok(())
 }
