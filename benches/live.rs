@@ -281,16 +281,7 @@ fn produce_all(brokers: &str, data: &Loaded) -> f64 {
         if let Some(k) = &r.key {
             rec = rec.key(k.as_bytes());
         }
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    rec = back;
-                    producer.poll(Duration::from_millis(5));
-                }
-            }
-        }
-        producer.poll(Duration::ZERO);
+        support::send_retrying(&producer, rec, Duration::from_millis(5));
     }
     producer
         .flush(Duration::from_secs(600))

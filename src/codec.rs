@@ -171,7 +171,7 @@ impl Default for Limits {
 }
 
 impl Limits {
-    fn text(&self, field: &str, v: &Option<Str>) -> Result<(), BadRecord> {
+    fn text(&self, field: &str, v: Option<&str>) -> Result<(), BadRecord> {
         match v {
             Some(s) if s.len() > self.max_text_bytes => Err(bad(
                 BadReason::TooLarge,
@@ -286,14 +286,14 @@ fn decode_event(payload: &[u8], limits: &Limits) -> Result<Event, BadRecord> {
 
 /// The checks of the contract on a parsed `tracking` payload.
 fn event_from_raw(r: RawEvent, limits: &Limits) -> Result<Event, BadRecord> {
-    limits.text("query", &r.query)?;
+    limits.text("query", r.query.as_deref())?;
     if let Some(c) = &r.context {
-        limits.text("context.language", &c.language)?;
-        limits.text("context.timezone", &c.timezone)?;
+        limits.text("context.language", c.language.as_deref())?;
+        limits.text("context.timezone", c.timezone.as_deref())?;
     }
     if let Some(t) = &r.traits {
-        limits.text("traits.language", &t.language)?;
-        limits.text("traits.timezone", &t.timezone)?;
+        limits.text("traits.language", t.language.as_deref())?;
+        limits.text("traits.timezone", t.timezone.as_deref())?;
     }
     let event_id = ident("event_id", r.event_id)?;
     let kind = r.kind.ok_or_else(|| missing("type"))?;
@@ -423,7 +423,7 @@ fn event_from_raw(r: RawEvent, limits: &Limits) -> Result<Event, BadRecord> {
             if other.is_empty() {
                 return Err(bad(BadReason::InvalidValue, "`type` must not be empty"));
             }
-            limits.text("type", &Some(other.into()))?;
+            limits.text("type", Some(other))?;
             Body::Other {
                 type_name: other.into(),
             }
@@ -480,7 +480,7 @@ pub fn decode_within(topic: Topic, payload: &[u8], limits: &Limits) -> Result<In
         Topic::Tracking => decode_event(payload, limits).map(Input::Tracking),
         Topic::Prices => {
             let r: RawPrice = parse(payload)?;
-            limits.text("currency", &r.currency)?;
+            limits.text("currency", r.currency.as_deref())?;
             Ok(Input::Price(PriceMsg {
                 product_id: ident("product_id", r.product_id)?,
                 ts: r.ts.ok_or_else(|| missing("ts"))?,
@@ -498,9 +498,9 @@ pub fn decode_within(topic: Topic, payload: &[u8], limits: &Limits) -> Result<In
         }
         Topic::Catalog => {
             let r: RawCatalog = parse(payload)?;
-            limits.text("title", &r.title)?;
-            limits.text("url", &r.url)?;
-            limits.text("image_url", &r.image_url)?;
+            limits.text("title", r.title.as_deref())?;
+            limits.text("url", r.url.as_deref())?;
+            limits.text("image_url", r.image_url.as_deref())?;
             Ok(Input::Catalog(CatalogMsg {
                 product_id: ident("product_id", r.product_id)?,
                 category_id: ident("category_id", r.category_id)?,

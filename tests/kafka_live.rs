@@ -695,35 +695,11 @@ fn missing_output_topics_stop_the_job_or_are_created() {
     );
 
     let mut job = run(&["--create-output-topics", "2"], "created.log");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&job.log)
-        .unwrap_or_default()
-        .contains("created the output topics")
-    {
-        assert!(job.running(), "the job died:\n{}", job.log_tail(30));
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no topics created:\n{}",
-            job.log_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    job.await_log("created the output topics", Duration::from_secs(30));
     stop_job(&mut job);
     // They exist now: a plain start runs.
     let mut job = run(&[], "plain.log");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&job.log)
-        .unwrap_or_default()
-        .contains("starting the live job")
-    {
-        assert!(job.running(), "the job died:\n{}", job.log_tail(30));
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not started:\n{}",
-            job.log_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    job.await_log("starting the live job", Duration::from_secs(30));
     stop_job(&mut job);
 }
 

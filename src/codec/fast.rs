@@ -192,22 +192,7 @@ impl<'a> Parser<'a> {
                 if depth >= MAX_SKIP_DEPTH {
                     return None;
                 }
-                self.i += 1;
-                if self.peek()? == b']' {
-                    self.i += 1;
-                    return Some(());
-                }
-                loop {
-                    self.skip(depth + 1)?;
-                    match self.peek()? {
-                        b',' => self.i += 1,
-                        b']' => {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
+                self.array(|p| p.skip(depth + 1))
             }
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
@@ -239,29 +224,39 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// A nullable array of objects read by `item`.
+    /// An array: `element` is called with the cursor at each element, and
+    /// must consume it.
+    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.eat(b'[')?;
+        if self.peek()? == b']' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            element(self)?;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A nullable array of elements read by `item`.
     fn opt_array<T>(
         &mut self,
         mut item: impl FnMut(&mut Self) -> Option<T>,
     ) -> Option<Option<Vec<T>>> {
         self.nullable(|p| {
-            p.eat(b'[')?;
             let mut out = Vec::new();
-            if p.peek()? == b']' {
-                p.i += 1;
-                return Some(out);
-            }
-            loop {
+            p.array(|p| {
                 out.push(item(p)?);
-                match p.peek()? {
-                    b',' => p.i += 1,
-                    b']' => {
-                        p.i += 1;
-                        return Some(out);
-                    }
-                    _ => return None,
-                }
-            }
+                Some(())
+            })?;
+            Some(out)
         })
     }
 

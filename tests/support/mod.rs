@@ -192,6 +192,29 @@ pub struct Rec {
 
 /// Produces `recs` in order (partition chosen by librdkafka from the key)
 /// and waits for every delivery.
+/// Sends `rec`, serving delivery reports for `backoff` and trying again
+/// while the producer's queue is full.
+pub fn send_retrying<K, P, C>(
+    producer: &BaseProducer<C>,
+    mut rec: BaseRecord<'_, K, P>,
+    backoff: Duration,
+) where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+    C: rdkafka::producer::ProducerContext<DeliveryOpaque = ()>,
+{
+    loop {
+        match producer.send(rec) {
+            Ok(()) => break,
+            Err((_, back)) => {
+                rec = back;
+                producer.poll(backoff);
+            }
+        }
+    }
+    producer.poll(Duration::ZERO);
+}
+
 pub fn produce(brokers: &str, recs: &[Rec]) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -203,17 +226,7 @@ pub fn produce(brokers: &str, recs: &[Rec]) {
         if let Some(k) = &r.key {
             rec = rec.key(k);
         }
-        let mut rec = rec;
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    rec = back;
-                    producer.poll(Duration::from_millis(20));
-                }
-            }
-        }
-        producer.poll(Duration::ZERO);
+        send_retrying(&producer, rec, Duration::from_millis(20));
     }
     producer
         .flush(Duration::from_secs(60))
@@ -370,6 +383,24 @@ impl Proc {
     }
 
     /// Waits for the process to exit, at most `timeout`.
+    /// Waits until the process's log holds `text`; panics (with the log's
+    /// tail) when the process dies first or `timeout` passes.
+    pub fn await_log(&mut self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .contains(text)
+        {
+            assert!(self.running(), "the process died:\n{}", self.log_tail(30));
+            assert!(
+                Instant::now() < deadline,
+                "no `{text}` in the log within {timeout:?}:\n{}",
+                self.log_tail(30)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
