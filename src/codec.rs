@@ -432,6 +432,7 @@ fn event_from_raw(r: RawEvent, limits: &Limits) -> Result<Event, BadRecord> {
     Ok(Event {
         ts,
         known: ts,
+        link_until: u64::MAX,
         event_id,
         user_id,
         anonymous_id,

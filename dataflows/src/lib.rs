@@ -53,6 +53,11 @@ pub fn build<'s>(
         _ => None,
     });
     let cart_ms = retention.cart_ms;
+    // A price is part of the state for `cart_ms` after its `ts` (decided to
+    // the ms where it is read). The record stays `identity_ms` longer: a
+    // cart that becomes known late (a later `identify`) is evaluated at a
+    // later τ, for its `T`, at most `identity_ms` after `T`.
+    let price_kept_ms = cart_ms.saturating_add(retention.identity_ms);
     let prices = operators::with_expiry(
         product_msgs.clone().flat_map(|m| match m {
             ProductMsg::Price(p) => Some((p.product_id, (p.ts, p.price))),
@@ -60,7 +65,7 @@ pub fn build<'s>(
         }),
         clock,
         "PriceHistory",
-        move |(_p, (ts, _))| Some(ts.saturating_add(cart_ms)),
+        move |(_p, (ts, _))| Some(ts.saturating_add(price_kept_ms)),
     );
     let changes = product_changes(product_msgs);
 
@@ -88,6 +93,7 @@ pub fn build<'s>(
                 clock,
                 shared(&mut cart_ops, || state::cart_ops(&resolved)),
                 prices.clone(),
+                cart_ms,
             )),
             Kind::AbandonedBrowse(p) => sessions.push(SessionCampaign {
                 name: c.name.clone(),

@@ -181,6 +181,10 @@ pub struct Event {
     /// `ts`, raised to the linking `identify`'s time for anonymous events,
     /// or to the frontier for events that arrived late.
     pub known: Time,
+    /// For an anonymous event assigned to a user: when the `identify` link
+    /// that assigned it is forgotten (`Time::MAX` otherwise). Its facts end
+    /// there, to the ms, if their own retention ends later.
+    pub link_until: Time,
     pub event_id: Str,
     pub user_id: Option<Str>,
     pub anonymous_id: Option<Str>,

@@ -32,11 +32,14 @@ pub struct At {
 }
 
 impl At {
+    /// The event's position, known time, and the end of the link that
+    /// assigned it to its user (derived records narrow it to their event's
+    /// retention, [`Resolved::derive`]).
     fn of(e: &Event) -> At {
         At {
             seq: e.seq(),
             known: e.known,
-            until: Time::MAX,
+            until: e.link_until,
         }
     }
     /// The fact's event time.
@@ -82,8 +85,17 @@ impl WithAt for (Str, Basket) {
 
 /// When the retention of `e` ends (ms): `None` for never (consent and
 /// forget are never forgotten). Events with only an anonymous id are kept
-/// no longer than identities.
+/// no longer than identities; once assigned to a user, no longer than the
+/// link that assigned them ([`Event::link_until`]).
 pub fn retention_end(r: &Retention, e: &Event) -> Option<Time> {
+    let own = own_retention_end(r, e);
+    if e.link_until == Time::MAX {
+        return own;
+    }
+    Some(own.map_or(e.link_until, |t| t.min(e.link_until)))
+}
+
+fn own_retention_end(r: &Retention, e: &Event) -> Option<Time> {
     let base = match &e.body {
         Body::Consent { .. } | Body::Forget => return None,
         Body::Identify { .. } => r.identity_ms,
@@ -198,10 +210,11 @@ pub fn resolve_users<'s>(
         "IdentityLinkRetention",
         move |(_, (seq, _, _))| Some(seq.ts.saturating_add(identity_ms)),
     )
-    .reduce_named("IdentityLinks", |_anon, input, output| {
+    .reduce_named("IdentityLinks", move |_anon, input, output| {
         // Inputs are sorted: the first is the earliest identify.
-        let (_, user, known) = input[0].0;
-        output.push(((user.clone(), *known), 1));
+        let (seq, user, known) = input[0].0;
+        let until = seq.ts.saturating_add(identity_ms);
+        output.push(((user.clone(), *known, until), 1));
     });
     let known = events
         .clone()
@@ -220,9 +233,10 @@ pub fn resolve_users<'s>(
     .arrange_by_key_named("Anonymous events by anonymous id")
     .join_core(
         links.arrange_by_key_named("Identity links by anonymous id"),
-        |_anon, e: &Event, (user, link_known): &(User, Time)| {
+        |_anon, e: &Event, (user, link_known, link_until): &(User, Time, Time)| {
             let mut e = e.clone();
             e.known = e.known.max(*link_known);
+            e.link_until = *link_until;
             Some((user.clone(), e))
         },
     );

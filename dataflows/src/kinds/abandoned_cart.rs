@@ -17,7 +17,9 @@ pub type PriceHistory = HashMap<Product, BTreeMap<(Time, Money), isize>>;
 /// Fires at the first time `τ >= T = L + delay` at which, on the state known
 /// at `τ`, `L` is still the latest change, cart(u) at `T` is non-empty and no
 /// order was placed in `[L, T]`; `items` = cart(u) at `T` with latest
-/// quantities and price(p) at `T` where a price is known. *id*: `(u, L)`.
+/// quantities and price(p) at `T` where a price is known (the latest
+/// `prices` message with `ts <= T`, while `T < ts + price_retention_ms`).
+/// *id*: `(u, L)`.
 ///
 /// State: the user's cart operations, each change with its timer at
 /// `L + delay` ([`keyed_timers`]); prices are kept on every worker.
@@ -27,6 +29,7 @@ pub fn abandoned_cart<'s>(
     clock: Clock,
     cart_ops: Coll<'s, (User, AtOp)>,
     prices: Coll<'s, (Product, (Time, Money))>,
+    price_retention_ms: Time,
 ) -> Coll<'s, Firing> {
     let delay = params.delay_ms;
     let name = campaign.to_string();
@@ -53,7 +56,8 @@ pub fn abandoned_cart<'s>(
             }
         },
         move |user, ops, prices, recent, out| {
-            fire(&name, user, ops, prices, clock, delay, recent, out)
+            let price = |p: &Product, t: Time| price_at(prices, p, t, price_retention_ms);
+            fire(&name, user, ops, &price, clock, delay, recent, out)
         },
     )
 }
@@ -71,7 +75,7 @@ fn fire(
     name: &str,
     user: &User,
     ops: &[(AtOp, isize)],
-    prices: &PriceHistory,
+    price: &dyn Fn(&Product, Time) -> Option<Money>,
     clock: Clock,
     delay: Time,
     recent: Time,
@@ -123,7 +127,7 @@ fn fire(
                 .into_iter()
                 .map(|(p, q)| Item {
                     quantity: Some(q),
-                    price: price_at(prices, &p, end),
+                    price: price(&p, end),
                     ..Item::product(p)
                 })
                 .collect();
@@ -137,11 +141,14 @@ fn fire(
     }
 }
 
-/// price(p) at `t`: the latest price with `ts <= t` (the highest of one ms).
-fn price_at(prices: &PriceHistory, p: &Product, t: Time) -> Option<Money> {
+/// price(p) at `t`: the latest price with `ts <= t` (the highest of one
+/// ms), unless its retention (`retention_ms` after its `ts`) ended by `t`.
+/// Decided here, to the ms: the history itself forgets at bucket boundaries.
+fn price_at(prices: &PriceHistory, p: &Product, t: Time, retention_ms: Time) -> Option<Money> {
     prices
         .get(p)?
         .range(..=(t, Money(f64::INFINITY)))
         .next_back()
+        .filter(|((ts, _), _)| t < ts.saturating_add(retention_ms))
         .map(|((_, price), _)| *price)
 }

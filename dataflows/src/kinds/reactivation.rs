@@ -3,7 +3,8 @@
 //! A keyed stateful operator rather than a reduce: the stages reach 90
 //! days, longer than activity is retained, and all that matters per user is
 //! the latest activity and the latest view. Facts are taken as they become
-//! known (insertions; retention retractions are ignored), so the state per
+//! known (insertions; retention retractions are ignored, and a fact whose
+//! retention ended before it became known is no fact), so the state per
 //! user is two facts and one pending timer.
 
 use std::cmp::Reverse;
@@ -117,6 +118,13 @@ pub fn reactivation<'s>(
                             |(u, (at, product)): Visit,
                              users: &mut HashMap<User, Visitor>,
                              later: &mut Vec<(Time, User)>| {
+                                // Never part of the state: its retention ended
+                                // before it became known (an anonymous event
+                                // linked after it expired). Coarse rounds can
+                                // still carry it; the data decides.
+                                if !at.visible(at.known) {
+                                    return;
+                                }
                                 let first_due = at.ts().saturating_add(stages[0].0).max(at.known);
                                 match users.get_mut(&u) {
                                     None => {
