@@ -2,7 +2,7 @@
 //! 127.0.0.1 only), rdkafka clients and the `tripwire run` binary.
 //!
 //! `cargo bench --bench live -- [--input FILE] [--config FILE] [--workers N]
-//!  [--events N] [--partitions N] [--while-running] [--timeout-s S]`
+//!  [--events N] [--partitions N] [--while-running] [--recovery] [--timeout-s S]`
 //!
 //! - Input: a recording (wire.md: JSON lines `{"topic","key","value"}`).
 //!   Without `--input`, `../shared/bench/gen.py` traffic of `--events` events
@@ -24,6 +24,25 @@
 //!   topic holds the replay's count (and, separately, until its metrics show
 //!   every input record read). Peak RSS is the process's `VmHWM`, read just
 //!   before SIGTERM.
+//! - Phase R (`--recovery`): instead of SIGTERM, once phase C is done (every
+//!   input read, the expected triggers on the topic) and a checkpoint
+//!   written after that is in `--state-dir` (src/checkpoint.rs, every
+//!   `--checkpoint-interval-ms`, 5 s by default), the job gets SIGKILL and is
+//!   started again with the same state directory (new metrics port, log
+//!   `restart.log`). Reported: the records to re-read (its `recovering from
+//!   the checkpoint ... records_to_reread=N` log line), the seconds from
+//!   spawning it to its `recovered: state rebuilt up to the checkpoint` line
+//!   (and that line's own `elapsed_ms`, `records`, `suppressed_triggers`),
+//!   its peak RSS (`VmHWM`) read at that line and again before SIGTERM, and
+//!   what it wrote: `tripwire_triggers_emitted_total` and
+//!   `tripwire_replayed_triggers_total` from its metrics, scraped 10 s after
+//!   `recovered` (two checkpoint intervals), and the records the trigger
+//!   topic gained after the kill (and how many of them repeat an id already
+//!   there). A recording re-reads only within the lookback before the
+//!   checkpoint's time (longest retention + longest campaign duration), so
+//!   give it recent timestamps, e.g. `tripwire generate --users 1000000
+//!   --products 50000 --events 3000000 --rate-per-s 2000 --start-ms <now - 30
+//!   min> --output FILE`.
 //! - Phase D (`--while-running`): a fresh broker, the job started first and
 //!   idle, then the whole file produced as fast as possible; timed from the
 //!   first send until the job has read every record. Its trigger count is
@@ -78,15 +97,32 @@ struct Args {
     events: u64,
     partitions: i32,
     while_running: bool,
+    recovery: bool,
     timeout: Duration,
     tripwire: PathBuf,
 }
 
+const USAGE: &str = "\
+usage: cargo bench --bench live -- [--input FILE] [--config FILE] [--workers N]
+         [--events N] [--partitions N] [--while-running] [--recovery] [--timeout-s S]
+         [--tripwire BIN]
+
+  --input FILE      a recording (JSON lines); default: gen.py traffic of --events events
+  --config FILE     the job's configuration (default ../shared/bench/cart-pd.toml)
+  --workers N       timely workers of replay and run (default 2)
+  --events N        events of the generated input without --input (default 1000000)
+  --partitions N    partitions per input topic (default 4)
+  --while-running   phase D: produce into a fresh broker while the job runs
+  --recovery        phase R: after phase C, SIGKILL the job, restart it on the same
+                    --state-dir and report the records re-read, the time to its
+                    `recovered` log line, its peak RSS and what it wrote again
+                    (tripwire_triggers_emitted_total / tripwire_replayed_triggers_total);
+                    needs a recording with recent timestamps (within the lookback)
+  --timeout-s S     give up waiting for a live run after S seconds (default 1800)
+  --tripwire BIN    the tripwire binary (default: the one cargo built)";
+
 fn usage() -> ! {
-    eprintln!(
-        "usage: cargo bench --bench live -- [--input FILE] [--config FILE] [--workers N] \
-         [--events N] [--partitions N] [--while-running] [--timeout-s S] [--tripwire BIN]"
-    );
+    eprintln!("{USAGE}");
     std::process::exit(2)
 }
 
@@ -99,6 +135,7 @@ fn parse_args() -> Args {
         events: 1_000_000,
         partitions: 4,
         while_running: false,
+        recovery: false,
         timeout: Duration::from_secs(1800),
         tripwire: PathBuf::from(env!("CARGO_BIN_EXE_tripwire")),
     };
@@ -118,6 +155,11 @@ fn parse_args() -> Args {
             }
             "--tripwire" => a.tripwire = value().into(),
             "--while-running" => a.while_running = true,
+            "--recovery" => a.recovery = true,
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0)
+            }
             _ => usage(),
         }
     }
@@ -492,8 +534,9 @@ impl TriggerReader {
     }
 }
 
-/// Starts `tripwire run --start earliest` with its metrics on a free port.
-fn start_job(args: &Args, brokers: &str, dir: &Path, name: &str) -> (Proc, u16) {
+/// Starts `tripwire run --start earliest` with its metrics on a free port,
+/// its log in `dir/{name}.log` and its state in `dir/{state}.state`.
+fn start_job(args: &Args, brokers: &str, dir: &Path, name: &str, state: &str) -> (Proc, u16) {
     let port = support::free_port();
     let mut cmd = Command::new(&args.tripwire);
     cmd.args(["run", "--brokers", brokers, "--start", "earliest"])
@@ -502,6 +545,8 @@ fn start_job(args: &Args, brokers: &str, dir: &Path, name: &str) -> (Proc, u16) 
         .arg(&args.config)
         .args(["--group-id", &format!("tripwire-bench-{name}")])
         .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .arg("--state-dir")
+        .arg(dir.join(format!("{state}.state")))
         .env("RUST_LOG", "info");
     (Proc::spawn(cmd, dir.join(format!("{name}.log"))), port)
 }
@@ -609,6 +654,215 @@ fn follow(job: &mut Proc, port: u16, mut triggers: TriggerReader, t0: Instant, w
         triggers,
         late,
         peak_rss_mib,
+    }
+}
+
+/// What the checkpoint file of a state directory says.
+struct CheckpointInfo {
+    written_at_ms: u64,
+    frontier_ms: u64,
+    lookback_ms: u64,
+    /// Sum over input partitions of `position - restart`.
+    reread: i64,
+    pinned: usize,
+    bytes: u64,
+}
+
+fn read_checkpoint(state: &Path) -> Option<CheckpointInfo> {
+    let bytes = std::fs::read(state.join("checkpoint.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let u = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
+    let reread = v
+        .get("inputs")?
+        .as_array()?
+        .iter()
+        .map(|i| {
+            let o = |k: &str| i.get(k).and_then(serde_json::Value::as_i64).unwrap_or(0);
+            o("position") - o("restart")
+        })
+        .sum();
+    Some(CheckpointInfo {
+        written_at_ms: u("written_at_ms")?,
+        frontier_ms: u("frontier_ms")?,
+        lookback_ms: u("lookback_ms")?,
+        reread,
+        pinned: v.get("pinned")?.as_array()?.len(),
+        bytes: bytes.len() as u64,
+    })
+}
+
+/// The integer value of field `name` in a tracing log line (`name=123`).
+fn log_field(line: &str, name: &str) -> Option<u64> {
+    let at = line.find(&format!(" {name}="))? + name.len() + 2;
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// The first line of `log` that contains `text`.
+fn log_line(log: &str, text: &str) -> Option<String> {
+    log.lines().find(|l| l.contains(text)).map(str::to_string)
+}
+
+/// What the restart after SIGKILL observed (phase R).
+struct RecoveryRun {
+    /// The checkpoint the restart read (as on disk after the kill).
+    checkpoint: CheckpointInfo,
+    /// ms between that checkpoint's writing and the kill.
+    checkpoint_age_ms: u64,
+    /// From the `recovering from the checkpoint` line.
+    to_reread: Option<u64>,
+    pinned_logged: Option<u64>,
+    triggers_found: Option<u64>,
+    /// Seconds from spawning the restarted job to seeing its `recovered` line.
+    recovered_s: f64,
+    /// From the `recovered` line.
+    elapsed_ms: Option<u64>,
+    records: Option<u64>,
+    suppressed: Option<u64>,
+    rss_at_recovered_mib: f64,
+    rss_at_end_mib: f64,
+    /// From the restarted job's metrics, 10 s after `recovered`.
+    emitted: u64,
+    replayed: u64,
+    recovery_gauge_s: f64,
+    /// Records the trigger topic gained after the kill, and how many of them
+    /// carry an id already on it.
+    topic_new: u64,
+    topic_repeats: u64,
+}
+
+/// Phase R: waits for a checkpoint written after now, SIGKILLs `job`,
+/// restarts it on the same state directory and follows its recovery.
+fn recover_after_kill(
+    args: &Args,
+    brokers: &str,
+    dir: &Path,
+    mut job: Proc,
+    triggers: &mut TriggerReader,
+) -> RecoveryRun {
+    let state = dir.join("live.state");
+    let after = now_ms();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    eprintln!("phase R: waiting for a checkpoint written after the input was read ...");
+    loop {
+        triggers.poll(Duration::from_millis(200));
+        assert!(job.running(), "the job died:\n{}", job.log_tail(30));
+        if read_checkpoint(&state).is_some_and(|c| c.written_at_ms >= after) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint written in {} within 120 s:\n{}",
+            state.display(),
+            job.log_tail(30)
+        );
+    }
+    triggers.poll(Duration::from_millis(500));
+    job.child.kill().expect("SIGKILL to the job");
+    let status = job.child.wait().expect("waiting for the killed job");
+    let killed_at = now_ms();
+    let checkpoint = read_checkpoint(&state).expect("the checkpoint after the kill");
+    eprintln!(
+        "  killed ({status}); checkpoint frontier {} written {} ms before the kill, {} records \
+         to re-read, {} pinned, {} bytes",
+        checkpoint.frontier_ms,
+        killed_at.saturating_sub(checkpoint.written_at_ms),
+        checkpoint.reread,
+        checkpoint.pinned,
+        checkpoint.bytes
+    );
+    // Whatever the killed job had delivered.
+    let quiet = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < quiet {
+        triggers.poll(Duration::from_millis(100));
+    }
+    let (base_records, base_ids) = (triggers.records, triggers.ids.len() as u64);
+
+    eprintln!("  restarting on {} ...", state.display());
+    let t0 = Instant::now();
+    let (mut job, port) = start_job(args, brokers, dir, "restart", "live");
+    let (mut recovering, mut recovered) = (None::<String>, None::<(String, f64)>);
+    let mut next_report = Instant::now() + Duration::from_secs(10);
+    while recovered.is_none() {
+        triggers.poll(Duration::from_millis(50));
+        let log = std::fs::read_to_string(&job.log).unwrap_or_default();
+        if recovering.is_none() {
+            recovering = log_line(&log, "recovering from the checkpoint");
+            assert!(
+                recovering.is_some() || !log.contains("starting the live job"),
+                "the restarted job did not recover from the checkpoint:\n{}",
+                job.log_tail(30)
+            );
+        }
+        if let Some(l) = log_line(&log, "recovered: state rebuilt") {
+            recovered = Some((l, t0.elapsed().as_secs_f64()));
+            break;
+        }
+        assert!(
+            job.running(),
+            "the restarted job died:\n{}",
+            job.log_tail(30)
+        );
+        assert!(
+            t0.elapsed() < args.timeout,
+            "no `recovered` line within {} s:\n{}",
+            args.timeout.as_secs(),
+            job.log_tail(30)
+        );
+        if Instant::now() >= next_report {
+            next_report = Instant::now() + Duration::from_secs(10);
+            let progress = log
+                .lines()
+                .rev()
+                .find(|l| l.contains("recovering: rebuilding"))
+                .and_then(|l| log_field(l, "records"));
+            eprintln!(
+                "  {:>6.1} s: recovering, {} records re-read so far",
+                t0.elapsed().as_secs_f64(),
+                progress.map_or("?".into(), |n| n.to_string())
+            );
+        }
+    }
+    let rss_at_recovered_mib = peak_rss_mib(job.child.id()).unwrap_or(f64::NAN);
+    let (line, recovered_s) = recovered.expect("the recovered line");
+    let recovering = recovering.unwrap_or_default();
+    eprintln!("  recovered after {recovered_s:.1} s; watching the trigger topic for 10 s ...");
+    let settle = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < settle {
+        triggers.poll(Duration::from_millis(100));
+        assert!(
+            job.running(),
+            "the restarted job died:\n{}",
+            job.log_tail(30)
+        );
+    }
+    let text = scrape(port)
+        .unwrap_or_else(|| panic!("no metrics from the restarted job:\n{}", job.log_tail(30)));
+    let rss_at_end_mib = peak_rss_mib(job.child.id()).unwrap_or(f64::NAN);
+    stop_job(&mut job);
+    triggers.poll(Duration::from_secs(1));
+    let topic_new = triggers.records - base_records;
+    let topic_repeats = topic_new - (triggers.ids.len() as u64 - base_ids);
+    RecoveryRun {
+        checkpoint_age_ms: killed_at.saturating_sub(checkpoint.written_at_ms),
+        checkpoint,
+        to_reread: log_field(&recovering, "records_to_reread"),
+        pinned_logged: log_field(&recovering, "pinned"),
+        triggers_found: log_field(&recovering, "triggers_found"),
+        recovered_s,
+        elapsed_ms: log_field(&line, "elapsed_ms"),
+        records: log_field(&line, "records"),
+        suppressed: log_field(&line, "suppressed_triggers"),
+        rss_at_recovered_mib,
+        rss_at_end_mib,
+        emitted: metric_sum(&text, "tripwire_triggers_emitted_total") as u64,
+        replayed: metric_sum(&text, "tripwire_replayed_triggers_total") as u64,
+        recovery_gauge_s: metric_sum(&text, "tripwire_recovery_seconds"),
+        topic_new,
+        topic_repeats,
     }
 }
 
@@ -730,8 +984,8 @@ fn main() {
     eprintln!("phase C: tripwire run over the filled topics ...");
     let triggers = TriggerReader::new(&brokers);
     let t0 = Instant::now();
-    let (mut job, port) = start_job(&args, &brokers, dir.path(), "live");
-    let run = follow(
+    let (mut job, port) = start_job(&args, &brokers, dir.path(), "live", "live");
+    let mut run = follow(
         &mut job,
         port,
         triggers,
@@ -743,7 +997,9 @@ fn main() {
             timeout: args.timeout,
         },
     );
-    stop_job(&mut job);
+    if !args.recovery {
+        stop_job(&mut job);
+    }
     let missing = expected_ids.difference(&run.triggers.ids).count();
     let extra = run.triggers.ids.difference(&expected_ids).count();
     let live_n = run.triggers.records;
@@ -775,6 +1031,25 @@ fn main() {
             note: "from the job's metrics".into(),
         });
     }
+    let recovery = args.recovery.then(|| {
+        let r = recover_after_kill(&args, &brokers, dir.path(), job, &mut run.triggers);
+        rows.push(Row {
+            phase: "R restart after SIGKILL (recovery)".into(),
+            records: r.to_reread.unwrap_or(0),
+            secs: r.recovered_s,
+            mb: None,
+            rss: Some(r.rss_at_recovered_mib),
+            note: format!(
+                "records re-read from the log line; to the `recovered` line (its elapsed_ms {}); \
+                 afterwards {} emitted, {} replayed, {} suppressed",
+                opt(r.elapsed_ms),
+                r.emitted,
+                r.replayed,
+                opt(r.suppressed)
+            ),
+        });
+        r
+    });
     let tansu_peak = tansu_pid.and_then(peak_rss_mib);
     drop(tansu);
 
@@ -783,7 +1058,13 @@ fn main() {
         let tansu = broker(dir.path(), &data.topics, args.partitions);
         let brokers = tansu.brokers();
         let triggers = TriggerReader::new(&brokers);
-        let (mut job, port) = start_job(&args, &brokers, dir.path(), "while-running");
+        let (mut job, port) = start_job(
+            &args,
+            &brokers,
+            dir.path(),
+            "while-running",
+            "while-running",
+        );
         let up = Instant::now();
         while job_metrics(port).is_none() {
             assert!(
@@ -843,5 +1124,40 @@ fn main() {
         input.display(),
         data.bytes as f64 / 1e6
     );
+    if let Some(r) = &recovery {
+        let c = &r.checkpoint;
+        println!(
+            "recovery: SIGKILL {} ms after checkpoint frontier {} (lookback {} ms, {} pinned, {} \
+             bytes); restart re-read {} records (checkpoint: {}), `recovered` after {:.2} s \
+             (elapsed_ms {}, gauge {:.2} s, records {}), peak RSS {:.0} MiB at it, {:.0} MiB 10 s \
+             later; triggers: {} found on the topic at start, {} suppressed (at or before the \
+             frontier), {} replayed, {} emitted; trigger topic +{} records after the kill ({} \
+             repeating an id)",
+            r.checkpoint_age_ms,
+            c.frontier_ms,
+            c.lookback_ms,
+            opt(r.pinned_logged),
+            c.bytes,
+            opt(r.to_reread),
+            c.reread,
+            r.recovered_s,
+            opt(r.elapsed_ms),
+            r.recovery_gauge_s,
+            opt(r.records),
+            r.rss_at_recovered_mib,
+            r.rss_at_end_mib,
+            opt(r.triggers_found),
+            opt(r.suppressed),
+            r.replayed,
+            r.emitted,
+            r.topic_new,
+            r.topic_repeats
+        );
+    }
     println!("command: cargo bench --bench live -- {}", command.join(" "));
+}
+
+/// An optional figure, `?` when missing.
+fn opt(v: Option<u64>) -> String {
+    v.map_or("?".into(), |v| v.to_string())
 }

@@ -71,6 +71,8 @@ impl FromStr for StartAt {
 pub struct Ctx {
     /// Messages the producer could not deliver.
     pub delivery_failures: AtomicU64,
+    /// Per topic and partition: one past the highest offset delivered.
+    pub delivered: std::sync::Mutex<HashMap<String, HashMap<i32, i64>>>,
 }
 
 impl ClientContext for Ctx {
@@ -105,6 +107,15 @@ impl ProducerContext for Ctx {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Ok(msg) = result {
+            let mut d = self.delivered.lock().expect("delivered lock");
+            let by_partition = match d.get_mut(msg.topic()) {
+                Some(m) => m,
+                None => d.entry(msg.topic().to_string()).or_default(),
+            };
+            let e = by_partition.entry(msg.partition()).or_insert(0);
+            *e = (*e).max(msg.offset() + 1);
+        }
         if let Err((error, msg)) = result {
             self.delivery_failures.fetch_add(1, Ordering::Relaxed);
             ProduceFailed {
@@ -133,12 +144,18 @@ pub fn consumer(brokers: &str, group_id: &str) -> anyhow::Result<BaseConsumer<Ct
         .with_context(|| format!("creating a Kafka consumer for {brokers}"))
 }
 
-/// An idempotent producer (acks=all, no duplicates from internal retries).
+/// An idempotent producer (acks=all, no duplicates from internal retries)
+/// that never gives a record up (`message.timeout.ms` 0: while the broker
+/// is away, records wait) and holds at most 64 MiB: once that is queued,
+/// [`Output::send`] waits, so the job stops reading instead of buffering
+/// without bound.
 pub fn producer(brokers: &str) -> anyhow::Result<BaseProducer<Ctx>> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("client.id", "tripwire")
         .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "0")
+        .set("queue.buffering.max.kbytes", "65536")
         .set("linger.ms", "5")
         .create_with_context(Ctx::default())
         .with_context(|| format!("creating a Kafka producer for {brokers}"))
@@ -552,6 +569,18 @@ impl Output {
         self.producer
             .flush(timeout)
             .context("flushing the producer")
+    }
+
+    /// Per partition of `topic`: one past the highest offset delivered.
+    pub fn delivered(&self, topic: &str) -> HashMap<i32, i64> {
+        self.producer
+            .context()
+            .delivered
+            .lock()
+            .expect("delivered lock")
+            .get(topic)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Messages that could not be delivered (after librdkafka's retries).

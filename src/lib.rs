@@ -3,6 +3,7 @@
 //! configuration, codec, transports (recordings and Kafka), the worker
 //! runtime and telemetry. The dataflow logic lives in the `dataflows` crate.
 
+pub mod checkpoint;
 pub mod codec;
 pub mod config;
 pub mod generate;

@@ -11,34 +11,40 @@
 //! the lateness; the worker's frontier is the least watermark over its
 //! partitions (wall-clock now minus the lateness if it has none).
 //!
-//! Recovery model: at-least-once, with nothing persisted. The job commits no
-//! offsets and keeps no state outside memory: after a restart it re-reads
-//! from `--start` and rebuilds its state from what it reads. Trigger ids are
-//! deterministic, so a trigger re-derived after a restart carries the same
-//! id and the same bytes (wire.md allows the repeat; the delivery side
-//! deduplicates on it). With `--start earliest` (and topics retaining at
-//! least the retention windows) nothing is lost, at the price of repeats;
-//! with `latest` or a time, state older than the start is lost, so timers
-//! pending at the crash and facts read before the start do not count.
+//! Recovery (on unless `--no-recovery`; see `checkpoint.rs` for the
+//! design): every `--checkpoint-interval-ms` the workers agree on a closed
+//! time `S` whose triggers are all delivered and write a checkpoint to
+//! `--state-dir`: per input partition the offset to re-read from (covering
+//! the lookback before `S`), and the facts kept for good that lie before
+//! it. A restart feeds those facts, re-reads from those offsets (`--start`
+//! applies only when there is no checkpoint), emits nothing firing at or
+//! before `S`, and does not write again the triggers it finds already on
+//! the trigger topic after the previous checkpoint. Trigger ids are
+//! deterministic, so whatever is derived again carries the same id and bytes.
 
 use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use dataflows::model::Trigger;
+use dataflows::model::{Time, Trigger};
 use dataflows::operators::Clock;
+use rdkafka::consumer::Consumer as _;
 use rdkafka::message::Message;
 
+use crate::checkpoint::{self, Board, Checkpoint, Pinned, Share, Tracker};
 use crate::codec::{self, TopicNames};
 use crate::config::Config;
 use crate::kafka::{self, Output, Progress, StartAt};
 use crate::runtime::Job;
 use crate::telemetry::{
-    self, BadRecordSeen, DeadLettered, FrontierAdvanced, LateEvent, RecordsRead, TriggerEmitted,
+    self, BadRecordSeen, DeadLettered, FrontierAdvanced, LateEvent, RecordsRead, Recovered,
+    TriggerEmitted, TriggerReplayed,
 };
 
 /// `tripwire run` arguments.
@@ -74,6 +80,24 @@ pub struct RunArgs {
     /// Cluster mode: file with one `host:port` per process, in index order.
     #[arg(long)]
     pub hostfile: Option<std::path::PathBuf>,
+    /// Directory of the recovery checkpoint (a persistent volume in
+    /// production; one directory per job). Created when missing.
+    #[arg(long, default_value = "tripwire-state")]
+    pub state_dir: PathBuf,
+    /// Run without recovery: every start reads from `--start` and no
+    /// checkpoint is read or written.
+    #[arg(long)]
+    pub no_recovery: bool,
+    /// How often a checkpoint is taken, in ms: after a crash, at most about
+    /// this much output is derived again (and not written twice when it is
+    /// found on the trigger topic).
+    #[arg(long, default_value_t = 5000)]
+    pub checkpoint_interval_ms: u64,
+    /// Start even when an input partition no longer holds records the
+    /// checkpoint re-reads (deleted by the topic's retention): re-read from
+    /// its first record instead; the state those records carried is lost.
+    #[arg(long)]
+    pub accept_lost_history: bool,
 }
 
 /// The timely configuration: one process, or a member of a cluster.
@@ -158,7 +182,21 @@ pub fn run(args: RunArgs, config: Config, workers: usize) -> anyhow::Result<()> 
         .iter()
         .map(|t| topics.name(*t).to_string())
         .collect();
-    let starts = {
+    let lookback_ms = dataflows::campaign::lookback_ms(&config.campaigns, &config.retention);
+    let saved = if args.no_recovery {
+        None
+    } else {
+        anyhow::ensure!(
+            args.processes <= 1,
+            "recovery is not available in cluster mode (--processes > 1) yet: pass --no-recovery"
+        );
+        anyhow::ensure!(
+            args.checkpoint_interval_ms > 0,
+            "--checkpoint-interval-ms must be at least 1"
+        );
+        Some(Checkpoint::load(&args.state_dir)?)
+    };
+    let (starts, resume, output_at) = {
         let probe = kafka::consumer(&args.brokers, &group_id)?;
         let parts = kafka::partitions(&probe, &names)?;
         anyhow::ensure!(
@@ -168,7 +206,42 @@ pub fn run(args: RunArgs, config: Config, workers: usize) -> anyhow::Result<()> 
             args.brokers
         );
         check_output_topics(&probe, &args, &config)?;
-        kafka::resolve_starts(&probe, &parts, start)?
+        match &saved {
+            Some(Some(cp)) => {
+                let starts = resume_starts(&probe, &parts, cp, &args)?;
+                let resume = resume_from(cp, &args, &config, &group_id, lookback_ms)?;
+                let output = cp.output.iter().map(|o| (o.partition, o.offset)).collect();
+                (starts, Some(resume), output)
+            }
+            _ => {
+                let output = if saved.is_some() {
+                    trigger_topic_ends(&probe, &config.topics.triggers)?
+                } else {
+                    HashMap::new()
+                };
+                (kafka::resolve_starts(&probe, &parts, start)?, None, output)
+            }
+        }
+    };
+    let recovery = match saved {
+        None => None,
+        Some(_) => Some(Recovery {
+            board: Board::new(
+                args.state_dir.clone(),
+                workers,
+                config.topics.triggers.clone(),
+                lookback_ms,
+                resume.as_ref().map_or(0, |r| r.frontier_ms),
+                output_at,
+            )
+            .context("starting the checkpoint writer")?,
+            interval: Duration::from_millis(args.checkpoint_interval_ms),
+            lookback_ms,
+            resume,
+            started: Instant::now(),
+            reread: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }),
     };
     tracing::info!(
         brokers = %args.brokers,
@@ -176,6 +249,7 @@ pub fn run(args: RunArgs, config: Config, workers: usize) -> anyhow::Result<()> 
         partitions = starts.len(),
         workers,
         start = %args.start,
+        recovery = if recovery.is_some() { args.state_dir.display().to_string() } else { "off".into() },
         "starting the live job"
     );
 
@@ -195,6 +269,7 @@ pub fn run(args: RunArgs, config: Config, workers: usize) -> anyhow::Result<()> 
         starts,
         stop: stop.clone(),
         barrier: Barrier::new(workers),
+        recovery,
     });
     let started = Instant::now();
     let timely_config = timely_config(&args, workers)?;
@@ -242,6 +317,69 @@ pub fn run(args: RunArgs, config: Config, workers: usize) -> anyhow::Result<()> 
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Whether the state is rebuilt up to the checkpoint the job started from
+/// (`through`: the time every trigger has been emitted through); worker 0
+/// logs progress every 5 s and the end.
+fn recovery_progress(r: &Recovery, index: usize, through: Time, next_report: &mut Instant) -> bool {
+    let Some(resume) = &r.resume else { return true };
+    if through >= resume.frontier_ms {
+        if index == 0 {
+            Recovered {
+                frontier_ms: resume.frontier_ms,
+                records: r.reread.load(Ordering::Relaxed),
+                suppressed: r.suppressed.load(Ordering::Relaxed),
+                elapsed: r.started.elapsed(),
+            }
+            .emit();
+        }
+        return true;
+    }
+    if index == 0 && Instant::now() >= *next_report {
+        *next_report = Instant::now() + Duration::from_secs(5);
+        tracing::info!(
+            frontier = through,
+            checkpoint_frontier = resume.frontier_ms,
+            records = r.reread.load(Ordering::Relaxed),
+            elapsed_ms = r.started.elapsed().as_millis() as u64,
+            "recovering: rebuilding the state up to the checkpoint"
+        );
+    }
+    false
+}
+
+/// One worker's part of a checkpoint: deliver what the sink emitted, report
+/// it, and, once every worker has delivered through a common time, share
+/// the restart offsets for it.
+fn take_checkpoint(
+    r: &Recovery,
+    index: usize,
+    job: &Job,
+    tracker: &mut Tracker,
+    output: &Output,
+    triggers_topic: &str,
+) {
+    tracker.sample();
+    let through = job.completed_through();
+    if let Err(e) = output.flush(Duration::from_secs(2)) {
+        tracing::warn!(worker = index, error = %format!("{e:#}"), "checkpoint skipped: the producer has not delivered");
+        return;
+    }
+    if let Some(all) = r
+        .board
+        .delivered(index, through, &output.delivered(triggers_topic))
+    {
+        let (inputs, pinned) = tracker.advance(all);
+        r.board.share(
+            index,
+            Share {
+                frontier_ms: all,
+                inputs,
+                pinned,
+            },
+        );
     }
 }
 
@@ -295,6 +433,170 @@ struct Shared {
     starts: Vec<kafka::PartitionStart>,
     stop: Arc<AtomicBool>,
     barrier: Barrier,
+    recovery: Option<Recovery>,
+}
+
+/// Recovery: the checkpoint board, and what the checkpoint started from says.
+struct Recovery {
+    board: Board,
+    interval: Duration,
+    lookback_ms: Time,
+    resume: Option<Resume>,
+    started: Instant,
+    /// Records read while rebuilding the state (every worker).
+    reread: AtomicU64,
+    /// Triggers at or before the checkpoint's frontier not emitted again.
+    suppressed: AtomicU64,
+}
+
+/// What a restart takes from its checkpoint.
+struct Resume {
+    /// `S`: triggers firing at or before it were delivered before.
+    frontier_ms: Time,
+    /// Trigger ids found on the trigger topic after the previous checkpoint.
+    written: HashSet<String>,
+    /// Per input partition: the offset the job had read to.
+    positions: HashMap<(String, i32), i64>,
+    pinned: Vec<Pinned>,
+}
+
+/// Start offsets from a checkpoint: each partition's restart offset; a
+/// partition the checkpoint does not know (new) from its first record. A
+/// restart offset the partition no longer holds stops the job, unless
+/// `--accept-lost-history`.
+fn resume_starts<C: rdkafka::consumer::ConsumerContext>(
+    probe: &rdkafka::consumer::BaseConsumer<C>,
+    parts: &[(String, i32)],
+    cp: &Checkpoint,
+    args: &RunArgs,
+) -> anyhow::Result<Vec<kafka::PartitionStart>> {
+    let mut starts = Vec::with_capacity(parts.len());
+    for (topic, partition) in parts {
+        let (low, high) = probe
+            .fetch_watermarks(topic, *partition, kafka::LOOKUP_TIMEOUT)
+            .with_context(|| format!("reading the watermarks of {topic}/{partition}"))?;
+        let saved = cp
+            .inputs
+            .iter()
+            .find(|i| &i.topic == topic && i.partition == *partition);
+        let offset = match saved {
+            None => {
+                tracing::info!(
+                    topic,
+                    partition,
+                    "a partition the checkpoint does not know: reading it from its first record"
+                );
+                low
+            }
+            Some(i) if i.restart < low => {
+                let message = format!(
+                    "{topic}/{partition}: the checkpoint re-reads from offset {} but the partition \
+                     now begins at {low} (deleted by the topic's retention, which must keep at \
+                     least the lookback, {} days, plus the time the job may be down)",
+                    i.restart,
+                    cp.lookback_ms / dataflows::campaign::DAY_MS
+                );
+                anyhow::ensure!(
+                    args.accept_lost_history,
+                    "{message}; pass --accept-lost-history to start anyway with the state those \
+                     records carried lost"
+                );
+                tracing::warn!("{message}; starting from {low} (--accept-lost-history)");
+                low
+            }
+            Some(i) => {
+                // The trigger-topic end may be reported low by some brokers;
+                // an offset past the end means the topic was recreated.
+                if i.restart > high && high > 0 {
+                    tracing::warn!(
+                        topic,
+                        partition,
+                        restart = i.restart,
+                        high,
+                        "the checkpoint's offset lies past the partition's end (recreated topic?)"
+                    );
+                }
+                i.restart
+            }
+        };
+        starts.push(kafka::PartitionStart {
+            topic: topic.clone(),
+            partition: *partition,
+            offset,
+        });
+    }
+    Ok(starts)
+}
+
+/// Reads what a restart needs besides offsets: the trigger ids written
+/// after the previous checkpoint, the read positions and the pinned facts.
+fn resume_from(
+    cp: &Checkpoint,
+    args: &RunArgs,
+    config: &Config,
+    group_id: &str,
+    lookback_ms: Time,
+) -> anyhow::Result<Resume> {
+    if lookback_ms > cp.lookback_ms {
+        tracing::warn!(
+            checkpoint_lookback_ms = cp.lookback_ms,
+            lookback_ms,
+            "the configuration looks further back than the checkpoint covered: facts older \
+             than the checkpoint's lookback are missing until the next checkpoints"
+        );
+    }
+    let written = if cp.triggers_topic == config.topics.triggers {
+        checkpoint::read_trigger_ids(
+            &args.brokers,
+            group_id,
+            &cp.triggers_topic,
+            &cp.output,
+            Duration::from_secs(3),
+        )?
+    } else {
+        tracing::warn!(
+            checkpoint_topic = %cp.triggers_topic,
+            topic = %config.topics.triggers,
+            "the trigger topic changed since the checkpoint: triggers after it are written again"
+        );
+        HashSet::new()
+    };
+    let reread: i64 = cp.inputs.iter().map(|i| i.position - i.restart).sum();
+    tracing::info!(
+        state_dir = %args.state_dir.display(),
+        frontier = cp.frontier_ms,
+        written_at = cp.written_at_ms,
+        records_to_reread = reread,
+        pinned = cp.pinned.len(),
+        triggers_found = written.len(),
+        "recovering from the checkpoint (--start ignored)"
+    );
+    Ok(Resume {
+        frontier_ms: cp.frontier_ms,
+        written,
+        positions: cp
+            .inputs
+            .iter()
+            .map(|i| ((i.topic.clone(), i.partition), i.position))
+            .collect(),
+        pinned: cp.pinned.clone(),
+    })
+}
+
+/// The current end of every partition of the trigger topic (where the
+/// triggers of this run begin).
+fn trigger_topic_ends<C: rdkafka::consumer::ConsumerContext>(
+    probe: &rdkafka::consumer::BaseConsumer<C>,
+    topic: &str,
+) -> anyhow::Result<HashMap<i32, i64>> {
+    let mut ends = HashMap::new();
+    for (_, p) in kafka::partitions(probe, &[topic.to_string()])? {
+        let (_, high) = probe
+            .fetch_watermarks(topic, p, kafka::LOOKUP_TIMEOUT)
+            .with_context(|| format!("reading the watermarks of {topic}/{p}"))?;
+        ends.insert(p, high);
+    }
+    Ok(ends)
 }
 
 /// Trigger counts shared between the sink (inside the dataflow) and the loop.
@@ -305,11 +607,23 @@ struct SinkState {
 
 fn run_worker(
     worker: &mut timely::worker::Worker,
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) -> anyhow::Result<WorkerSummary> {
     let index = worker.index();
     let peers = worker.peers();
     let mine = kafka::share(&shared.starts, index, peers);
+    let recovery = shared.recovery.as_ref();
+    let resume = recovery.and_then(|r| r.resume.as_ref());
+    let mut tracker = recovery.map(|r| {
+        let parts: Vec<_> = mine
+            .iter()
+            .filter_map(|s| {
+                let role = shared.topics.role(&s.topic)?;
+                Some((s.topic.clone(), role, s.partition, s.offset))
+            })
+            .collect();
+        Tracker::new(&parts, r.lookback_ms)
+    });
     let mut summary = WorkerSummary {
         partitions: mine.len(),
         ..Default::default()
@@ -336,12 +650,29 @@ fn run_worker(
         let output = output.clone();
         let topic = shared.triggers_topic.clone();
         let state = sink_state.clone();
+        let shared = shared.clone();
         Job::build(
             worker,
-            &shared.campaigns,
-            &shared.retention,
+            &shared.clone().campaigns,
+            &shared.clone().retention,
             shared.clock,
             move |t: Trigger| {
+                if let Some(r) = &shared.recovery {
+                    if let Some(resume) = &r.resume {
+                        // Delivered before the restart: not again.
+                        if t.ts <= resume.frontier_ms {
+                            r.suppressed.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        if resume.written.contains(t.trigger_id.as_str()) {
+                            TriggerReplayed {
+                                campaign: &t.campaign,
+                            }
+                            .emit();
+                            return;
+                        }
+                    }
+                }
                 if let Some(out) = &output {
                     let payload = codec::encode_trigger(&t);
                     out.borrow_mut()
@@ -357,6 +688,43 @@ fn run_worker(
         )
     };
     tracing::debug!(worker = index, partitions = mine.len(), "worker started");
+
+    // The facts the checkpoint kept for good, for this worker's partitions.
+    if let (Some(tracker), Some(resume)) = (tracker.as_mut(), resume) {
+        for pin in &resume.pinned {
+            if !mine
+                .iter()
+                .any(|s| s.topic == pin.topic && s.partition == pin.partition)
+            {
+                continue;
+            }
+            let Some(role) = shared.topics.role(&pin.topic) else {
+                continue;
+            };
+            match codec::decode_within(role, pin.payload.as_bytes(), &shared.limits) {
+                Ok(input) => {
+                    tracker.restore_pin(
+                        &pin.topic,
+                        pin.partition,
+                        pin.offset,
+                        &input,
+                        &pin.payload,
+                    );
+                    job.send(input);
+                }
+                Err(bad) => tracing::warn!(
+                    topic = %pin.topic,
+                    partition = pin.partition,
+                    offset = pin.offset,
+                    reason = bad.reason.label(),
+                    "a pinned record of the checkpoint no longer decodes (limits changed?): skipped"
+                ),
+            }
+        }
+    }
+    let mut recovered = resume.is_none();
+    let mut next_report = Instant::now() + Duration::from_secs(5);
+    let mut next_checkpoint = Instant::now() + recovery.map_or(Duration::ZERO, |r| r.interval);
 
     let mut progress = Progress::new(&mine);
     let mut next_refresh = Instant::now() + shared.watermark_poll;
@@ -401,6 +769,15 @@ fn run_worker(
                     Ok(input) => {
                         let ts = input.time();
                         progress.read(topic, msg.partition(), msg.offset(), Some(ts));
+                        if let Some(tracker) = tracker.as_mut() {
+                            tracker.read(
+                                topic,
+                                msg.partition(),
+                                msg.offset(),
+                                Some((&input, ts.max(frontier))),
+                                msg.payload().unwrap_or_default(),
+                            );
+                        }
                         if job.send(input) {
                             summary.late_events += 1;
                             LateEvent {
@@ -413,6 +790,15 @@ fn run_worker(
                     }
                     Err(bad) => {
                         progress.read(topic, msg.partition(), msg.offset(), None);
+                        if let Some(tracker) = tracker.as_mut() {
+                            tracker.read(topic, msg.partition(), msg.offset(), None, &[]);
+                        }
+                        // Dead-lettered before the restart: not again.
+                        let again = resume.is_some_and(|r| {
+                            r.positions
+                                .get(&(topic.to_string(), msg.partition()))
+                                .is_some_and(|&p| msg.offset() < p)
+                        });
                         summary.bad_records += 1;
                         let location = format!("{topic}/{}@{}", msg.partition(), msg.offset());
                         BadRecordSeen {
@@ -430,11 +816,15 @@ fn run_worker(
                             msg.offset(),
                             msg.payload(),
                         );
-                        output
-                            .borrow_mut()
-                            .send(&shared.dead_letter_topic, msg.key(), &payload);
-                        summary.dead_letters += 1;
-                        DeadLettered { topic }.emit();
+                        if !again {
+                            output.borrow_mut().send(
+                                &shared.dead_letter_topic,
+                                msg.key(),
+                                &payload,
+                            );
+                            summary.dead_letters += 1;
+                            DeadLettered { topic }.emit();
+                        }
                     }
                 }
             }
@@ -460,6 +850,26 @@ fn run_worker(
                 worker.step_or_park(Some(IDLE_PARK));
             } else {
                 worker.step();
+            }
+            if let Some(r) = recovery {
+                if !recovered {
+                    r.reread.fetch_add(n as u64, Ordering::Relaxed);
+                    recovered =
+                        recovery_progress(r, index, job.completed_through(), &mut next_report);
+                }
+                if Instant::now() >= next_checkpoint {
+                    next_checkpoint = Instant::now() + r.interval;
+                    if let Some(tracker) = tracker.as_mut() {
+                        take_checkpoint(
+                            r,
+                            index,
+                            &job,
+                            tracker,
+                            &output.borrow(),
+                            &shared.triggers_topic,
+                        );
+                    }
+                }
             }
         }
     } else {

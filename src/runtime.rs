@@ -132,6 +132,18 @@ impl Job {
         self.cap = None;
     }
 
+    /// The latest time (ms) through which every trigger has been emitted on
+    /// every worker (`Time::MAX` once the dataflow is complete).
+    pub fn completed_through(&self) -> Time {
+        let mut through = Time::MAX;
+        self.probe.with_frontier(|f| {
+            if let Some(t) = f.first() {
+                through = t.saturating_sub(1);
+            }
+        });
+        through
+    }
+
     /// Whether every trigger firing at or before `t` ms has been emitted.
     pub fn done_through(&self, t: Time) -> bool {
         !self.probe.less_equal(&self.clock.at(t))

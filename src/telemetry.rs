@@ -26,6 +26,22 @@ pub struct Metrics {
     pub frontier_lag_seconds: Gauge,
     /// Messages the job could not produce (triggers, dead letters), by topic.
     pub produce_errors: IntCounterVec,
+    /// Checkpoints written, and checkpoints that failed.
+    pub checkpoints: IntCounterVec,
+    /// Wall-clock time of the latest checkpoint written (s since the epoch).
+    pub checkpoint_timestamp_seconds: Gauge,
+    /// Triggers re-derived after a restart and found already written.
+    pub replayed_triggers: IntCounterVec,
+    /// How long the latest recovery took to rebuild the state, in seconds.
+    pub recovery_seconds: Gauge,
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
+    let g = Gauge::with_opts(Opts::new(name, help)).expect("valid metric definition");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -75,14 +91,37 @@ impl Metrics {
             "Messages the job could not produce (trigger records, dead letters), by topic.",
             &["topic"],
         );
-        let frontier_lag_seconds = Gauge::with_opts(Opts::new(
+        let frontier_lag_seconds = gauge(
+            &registry,
             "tripwire_frontier_lag_seconds",
             "Wall-clock now minus the job's event-time frontier, in seconds.",
-        ))
-        .expect("valid metric definition");
-        registry
-            .register(Box::new(frontier_lag_seconds.clone()))
-            .expect("metric registered once");
+        );
+        let checkpoints = counter(
+            &registry,
+            "tripwire_checkpoints_total",
+            "Recovery checkpoints, by outcome (written, failed).",
+            &["outcome"],
+        );
+        let checkpoint_timestamp_seconds = gauge(
+            &registry,
+            "tripwire_checkpoint_timestamp_seconds",
+            "Wall-clock time the latest checkpoint was written, in seconds since the epoch.",
+        );
+        let replayed_triggers = counter(
+            &registry,
+            "tripwire_replayed_triggers_total",
+            "Triggers re-derived after a restart that were already on the trigger topic \
+             (not written again), by campaign.",
+            &["campaign"],
+        );
+        let recovery_seconds = gauge(
+            &registry,
+            "tripwire_recovery_seconds",
+            "How long the latest start took to rebuild the state up to its checkpoint, in seconds.",
+        );
+        for outcome in ["written", "failed"] {
+            checkpoints.with_label_values(&[outcome]);
+        }
         Metrics {
             registry,
             records_read,
@@ -92,6 +131,10 @@ impl Metrics {
             dead_letters,
             frontier_lag_seconds,
             produce_errors,
+            checkpoints,
+            checkpoint_timestamp_seconds,
+            replayed_triggers,
+            recovery_seconds,
         }
     }
 
@@ -222,6 +265,75 @@ impl ProduceFailed<'_> {
             .produce_errors
             .with_label_values(&[self.topic])
             .inc();
+    }
+}
+
+/// A checkpoint was written.
+pub struct CheckpointWritten {
+    pub frontier_ms: u64,
+    pub bytes: usize,
+    pub elapsed: std::time::Duration,
+}
+
+impl CheckpointWritten {
+    pub fn emit(&self) {
+        tracing::debug!(
+            frontier = self.frontier_ms,
+            bytes = self.bytes,
+            elapsed_ms = self.elapsed.as_millis() as u64,
+            "checkpoint written"
+        );
+        METRICS.checkpoints.with_label_values(&["written"]).inc();
+        METRICS
+            .checkpoint_timestamp_seconds
+            .set(crate::kafka::now_ms() as f64 / 1000.0);
+    }
+}
+
+/// A checkpoint could not be written.
+pub struct CheckpointFailed<'a> {
+    pub error: &'a str,
+}
+
+impl CheckpointFailed<'_> {
+    pub fn emit(&self) {
+        tracing::error!(error = self.error, "checkpoint not written");
+        METRICS.checkpoints.with_label_values(&["failed"]).inc();
+    }
+}
+
+/// A trigger re-derived after a restart was already on the trigger topic.
+pub struct TriggerReplayed<'a> {
+    pub campaign: &'a str,
+}
+
+impl TriggerReplayed<'_> {
+    pub fn emit(&self) {
+        METRICS
+            .replayed_triggers
+            .with_label_values(&[self.campaign])
+            .inc();
+    }
+}
+
+/// The state was rebuilt up to the checkpoint the job started from.
+pub struct Recovered {
+    pub frontier_ms: u64,
+    pub records: u64,
+    pub suppressed: u64,
+    pub elapsed: std::time::Duration,
+}
+
+impl Recovered {
+    pub fn emit(&self) {
+        tracing::info!(
+            frontier = self.frontier_ms,
+            records = self.records,
+            suppressed_triggers = self.suppressed,
+            elapsed_ms = self.elapsed.as_millis() as u64,
+            "recovered: state rebuilt up to the checkpoint"
+        );
+        METRICS.recovery_seconds.set(self.elapsed.as_secs_f64());
     }
 }
 

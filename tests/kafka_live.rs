@@ -148,6 +148,8 @@ fn start_job(brokers: &str, metrics_port: u16, dir: &Path) -> Proc {
         "2",
     ])
     .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+    .arg("--state-dir")
+    .arg(dir.join("state"))
     .env("RUST_LOG", "info");
     Proc::spawn(cmd, dir.join("job.log"))
 }
@@ -675,6 +677,8 @@ fn missing_output_topics_stop_the_job_or_are_created() {
                 "--metrics-addr",
                 &format!("127.0.0.1:{}", support::free_port()),
             ])
+            .arg("--state-dir")
+            .arg(dir.path().join(format!("{log}.state")))
             .args(extra);
         Proc::spawn(cmd, dir.path().join(log))
     };

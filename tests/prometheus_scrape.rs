@@ -93,7 +93,9 @@ fn prometheus_scrapes_the_live_job() {
     let metrics_port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tripwire"));
     cmd.args(["run", "--brokers", &brokers, "--start", "earliest"])
-        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")]);
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"));
     let mut job = Proc::spawn(cmd, dir.path().join("job.log"));
 
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/rules.yml");

@@ -297,6 +297,59 @@ impl Campaign {
     }
 }
 
+impl Kind {
+    /// The kind's durations (delays, windows, stages), in ms.
+    fn durations_ms(&self) -> Vec<Time> {
+        match self {
+            Kind::AbandonedCart(k) => vec![k.delay_ms],
+            Kind::AbandonedBrowse(k) => vec![k.delay_ms, k.session_gap_ms],
+            Kind::PriceDrop(k) => vec![k.view_window_ms],
+            Kind::BackInStock(_) | Kind::CancelledAlternative(_) => vec![],
+            Kind::AbandonedSearch(k) => vec![k.delay_ms, k.session_gap_ms],
+            Kind::AbandonedCategory(k) => vec![k.delay_ms, k.session_gap_ms, k.sales_window_ms],
+            Kind::WishlistReminder(k) => vec![k.delay_ms],
+            Kind::Complementary(k) => vec![k.delay_ms, k.window_ms],
+            Kind::NewInCategory(k) => vec![k.window_ms],
+            Kind::Reactivation(k) => k.after_ms.clone(),
+            Kind::ReviewRequest(k) => vec![k.delay_ms, k.reminder_ms.unwrap_or(0)],
+        }
+    }
+}
+
+/// How far back in event time the input can still matter at a time `τ`:
+/// no trigger at or after `τ` depends on an input record whose `ts` is
+/// before `τ - lookback`, except the facts kept for good (consent, forget,
+/// and each product's latest price, stock and catalog record, which the
+/// live job's checkpoints keep by themselves).
+///
+/// A bound, not an exact figure: the longest retention plus the longest
+/// duration of any campaign (delay, window, stage or filter), which covers
+/// state that outlives its retention by a duration (reactivation keeps the
+/// latest activity for its stages, then `activity_ms`).
+pub fn lookback_ms(campaigns: &[Campaign], retention: &Retention) -> Time {
+    let kept = [
+        retention.activity_ms,
+        retention.cart_ms,
+        retention.identity_ms,
+        retention.dedup_ms,
+        retention.fired_ms,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0);
+    let longest = campaigns
+        .iter()
+        .flat_map(|c| {
+            let mut d = c.kind.durations_ms();
+            d.extend(c.filters.active_within_ms);
+            d.extend(c.filters.no_order_within_ms);
+            d
+        })
+        .max()
+        .unwrap_or(0);
+    kept.saturating_add(longest)
+}
+
 /// How long the job's state remembers facts. Every window in the job is
 /// bounded by one of these, which keeps memory flat at a steady population.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
