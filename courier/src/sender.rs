@@ -130,6 +130,7 @@ impl Outcomes {
         let mut b = self.buf.lock().expect("lock");
         b.0.ledger.extend(ws.ledger);
         b.0.outbox_del.extend(ws.outbox_del);
+        b.0.history_drop.extend(ws.history_drop);
         b.1 += n;
         b.2.get_or_insert_with(Instant::now);
     }
@@ -145,6 +146,7 @@ impl Outcomes {
         let (pending, n, _) = std::mem::take(&mut *b);
         ws.ledger.extend(pending.ledger);
         ws.outbox_del.extend(pending.outbox_del);
+        ws.history_drop.extend(pending.history_drop);
         n
     }
 
@@ -443,6 +445,11 @@ async fn publish_outcomes(ctx: &SenderCtx, items: Vec<Completion>, outcomes: &Ou
         ws.ledger.push((t.trigger_id.clone(), t.ts, ls, now));
         ws.outbox_del
             .push((c.entry.decided_at, t.trigger_id.clone()));
+        if status != Status::Sent {
+            // Never left: it counts toward neither the cap nor the gap.
+            ws.history_drop
+                .push((t.user_id.clone(), c.entry.decided_at, t.campaign.clone()));
+        }
     }
     // Receipts first: a crash after them re-sends (at-least-once), a crash
     // before them loses nothing.

@@ -86,6 +86,10 @@ pub struct WriteSet {
     pub outbox_put: Vec<(i64, String, Vec<u8>)>,
     /// (decision time, trigger_id)
     pub outbox_del: Vec<(i64, String)>,
+    /// Sends that failed for good: (user, decision time, campaign). Their
+    /// history entries are removed (applied after `history`), so that a
+    /// message that never left counts toward no cap or gap.
+    pub history_drop: Vec<(String, i64, String)>,
 }
 
 impl WriteSet {
@@ -96,6 +100,7 @@ impl WriteSet {
             && self.deferred_del.is_empty()
             && self.outbox_put.is_empty()
             && self.outbox_del.is_empty()
+            && self.history_drop.is_empty()
     }
 }
 
@@ -196,6 +201,25 @@ impl Store {
                     hist.remove(user.as_bytes())?;
                 } else {
                     hist.insert(user.as_bytes(), serde_json::to_vec(h)?.as_slice())?;
+                }
+            }
+            for (user, at, campaign) in &ws.history_drop {
+                let Some(v) = hist.get(user.as_bytes())? else {
+                    continue;
+                };
+                let mut h: History = serde_json::from_slice(v.value())?;
+                drop(v);
+                let Some(i) =
+                    h.0.iter()
+                        .position(|e| e.ts == *at && !e.held_out && &e.campaign == campaign)
+                else {
+                    continue;
+                };
+                h.0.remove(i);
+                if h.0.is_empty() {
+                    hist.remove(user.as_bytes())?;
+                } else {
+                    hist.insert(user.as_bytes(), serde_json::to_vec(&h)?.as_slice())?;
                 }
             }
             let mut def = w.open_table(DEFERRED)?;
@@ -362,4 +386,46 @@ impl Store {
 
 pub fn serialize<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     Ok(serde_json::to_vec(v)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::HistoryEntry;
+
+    #[test]
+    fn a_failed_send_leaves_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let entry = |ts, campaign: &str, held_out| HistoryEntry {
+            ts,
+            campaign: campaign.into(),
+            held_out,
+        };
+        let mut ws = WriteSet::default();
+        ws.history.insert(
+            "u1".into(),
+            History(vec![
+                entry(10, "cart", false),
+                entry(20, "cart", true),
+                entry(20, "cart", false),
+            ]),
+        );
+        store.commit(&ws).unwrap();
+        // The send decided at 20 failed for good: its entry goes, the
+        // held-out decision at the same time and the other send stay.
+        let ws = WriteSet {
+            history_drop: vec![("u1".into(), 20, "cart".into())],
+            ..Default::default()
+        };
+        store.commit(&ws).unwrap();
+        let h = store.reader().unwrap().history("u1").unwrap();
+        assert_eq!(h.0, vec![entry(10, "cart", false), entry(20, "cart", true)]);
+        // Nothing to drop: no change, no error.
+        let ws = WriteSet {
+            history_drop: vec![("u2".into(), 5, "cart".into())],
+            ..Default::default()
+        };
+        store.commit(&ws).unwrap();
+    }
 }
