@@ -7,6 +7,7 @@
 mod common_replay;
 
 use common_replay::{config, replay_all, serialise};
+use tripwire::config::Config;
 use tripwire::generate::{lines, GenerateArgs};
 use tripwire::replay::{replay_with, text_sources, Rounds};
 
@@ -18,11 +19,16 @@ const D: u64 = 24 * H;
 /// Replays `text` with every kind at `rounds` (bucket `bucket_ms`) and
 /// returns the serialised records, sorted.
 fn run(text: &str, workers: usize, bucket_ms: u64, rounds: Rounds) -> Vec<String> {
+    run_with(text, workers, &config(bucket_ms, ""), rounds)
+}
+
+/// Replays `text` with `config` at `rounds`; the serialised records, sorted.
+fn run_with(text: &str, workers: usize, config: &Config, rounds: Rounds) -> Vec<String> {
     let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let into = out.clone();
     replay_with(
         text_sources(vec![("sparse.jsonl".into(), text.to_string())]),
-        &config(bucket_ms, ""),
+        config,
         workers,
         None,
         rounds,
@@ -73,6 +79,45 @@ fn sparse_recording_gives_the_same_records_at_any_round_width() {
     shuffled.reverse();
     let shuffled: String = shuffled.into_iter().map(|l| format!("{l}\n")).collect();
     assert_eq!(run(&shuffled, 2, 1_000, Rounds::Auto), reference);
+}
+
+/// Retention of seconds (the live recovery test's configuration): facts
+/// expire inside rounds, anonymous events are linked after their own or
+/// their link's retention ended, carts become known after their prices
+/// expired. One minute of traffic gives the same records at rounds of
+/// 1 ms, 1 s and 10 s and with the rounds replay chooses.
+#[test]
+fn short_retention_gives_the_same_records_at_any_round_width() {
+    let gen = GenerateArgs {
+        events: 6_000,
+        users: 300,
+        products: 100,
+        rate_per_s: 100.0,
+        ..GenerateArgs::default()
+    };
+    let text: String = lines(&gen).map(|l| l + "\n").collect();
+    let fixture = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/live/recovery.toml"
+    ))
+    .unwrap();
+    let with_bucket = |b: u64| {
+        let text = fixture.replace("[time]\n", &format!("[time]\nbucket_ms = {b}\n"));
+        Config::parse(&text, "recovery.toml").expect("valid configuration")
+    };
+    let reference = run_with(&text, 2, &with_bucket(1_000), Rounds::Configured);
+    assert!(reference.len() > 1_000, "{} records", reference.len());
+    for (workers, bucket, rounds) in [
+        (1, 1, Rounds::Configured),
+        (2, 10_000, Rounds::Configured),
+        (2, 1_000, Rounds::Auto),
+    ] {
+        assert_eq!(
+            run_with(&text, workers, &with_bucket(bucket), rounds),
+            reference,
+            "{workers} workers, bucket {bucket} ms, {rounds:?}"
+        );
+    }
 }
 
 /// A cart item added 90 d (`retention.cart_ms`) before a price drop no
