@@ -1,7 +1,8 @@
 //! The courier binary against a real Kafka-compatible broker (tansu) on
 //! 127.0.0.1: profiles rebuilt from the topic, receipts on `deliveries`,
-//! malformed records, metrics, a crash in the middle of a batch, and a
-//! graceful shutdown that keeps deferred messages.
+//! malformed records, metrics, a crash in the middle of a batch, repeated
+//! SIGKILLs while triggers arrive, and a graceful shutdown that keeps
+//! deferred messages.
 //!
 //! Needs the `tansu` binary (TANSU_BIN, PATH or ~/.cargo/bin); fails
 //! clearly without it.
@@ -16,7 +17,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -494,4 +495,236 @@ async fn graceful_shutdown_keeps_deferred_messages() {
     assert_eq!(rs.iter().filter(|r| r.status == Status::Sent).count(), 3);
     assert!(terminate(&mut child).success());
     assert_eq!(sink.accepted().len(), 3);
+}
+
+/// SIGKILLs `child` (no graceful stop, no crash hook) and reaps it; fails
+/// when it had already exited on its own.
+fn kill9(child: &mut Courier, log: &Path) {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(s) = child.try_wait().unwrap() {
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        panic!("tripwire-courier exited on its own ({s:?}) before its kill:\n{log}");
+    }
+    child.kill().expect("SIGKILL tripwire-courier");
+    let s = child.wait().unwrap();
+    assert_eq!(s.signal(), Some(9), "killed by SIGKILL, got {s:?}");
+}
+
+/// Trigger ids of the sends the store has decided but not recorded as done.
+fn outbox_ids(store: &Path) -> Vec<String> {
+    let store = tripwire_courier::store::Store::open(store).expect("open the store after a kill");
+    let pending: Vec<tripwire_courier::channels::OutboxEntry> = store.outbox().unwrap();
+    pending.into_iter().map(|e| e.trigger.trigger_id).collect()
+}
+
+/// Requests per idempotency key received by the sink.
+fn requests_per_key(sink: &HttpSink) -> HashMap<String, usize> {
+    let mut per_key: HashMap<String, usize> = HashMap::new();
+    for r in sink.accepted() {
+        *per_key
+            .entry(r.headers["idempotency-key"].clone())
+            .or_default() += 1;
+    }
+    per_key
+}
+
+/// Triggers arrive while the courier is SIGKILLed at pseudo-random points
+/// (seeded; `TRIPWIRE_KILL_SEED` replays a run) and restarted on the same
+/// store. Every trigger reaches the endpoint; a request is repeated only
+/// for a send that was in the outbox (decided, not recorded as done) when
+/// the courier was killed, and at most once per such kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_repeatedly_sends_each_once() {
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    const N: usize = 300;
+    const KILLS: usize = 6;
+    let seed: u64 = std::env::var("TRIPWIRE_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand_suffix);
+    eprintln!("killed_repeatedly_sends_each_once: seed {seed} (replay: TRIPWIRE_KILL_SEED={seed})");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let t0 = Instant::now();
+
+    let broker = Broker::start();
+    let b = broker.brokers();
+    create_topics(&b, &[("triggers", 2), ("profiles", 1), ("deliveries", 1)]).await;
+    let sink = HttpSink::start(true).await.unwrap();
+    // Each request takes 20 ms at the endpoint: sends are in flight for a
+    // while, so that kills land among them. A request is recorded by the
+    // sink (taken) even when the courier dies before the answer.
+    sink.hang_next(u64::MAX, 20);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("courier.toml"),
+        courier_config(&sink, false),
+    )
+    .unwrap();
+    let store_path = dir.path().join("store.redb");
+    let log_path = dir.path().join("courier.log");
+
+    // Distinct users, so that no frequency cap or minimum gap applies.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let ids: Vec<String> = (0..N).map(|i| format!("k{i}")).collect();
+    let feed = {
+        let p = producer(&b);
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            for (i, id) in ids.iter().enumerate() {
+                let user = format!("ku{i}");
+                let t = serde_json::to_vec(&trigger(id, "hook", &user, now + i as i64)).unwrap();
+                produce(&p, "triggers", &user, Some(&t)).await;
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        })
+    };
+
+    // Per trigger id: at how many kills it was in the outbox.
+    let mut pending_at_kills: HashMap<String, usize> = HashMap::new();
+    // Sends the endpoint had taken but the store had not recorded as done,
+    // summed over the kills: the most requests that may be repeated.
+    let mut unrecorded_at_kills = 0usize;
+    for k in 0..KILLS {
+        // tansu keeps a killed member in its group for long (see above): a
+        // fresh group rereads `triggers` from the start, and the ledger
+        // must recognise every trigger already decided.
+        let group = format!("courier-killed-{k}");
+        let started = Instant::now();
+        let before = sink.count();
+        let mut child = start_courier(&b, dir.path(), &["--group-id", &group], &[]);
+        let how = if rng.gen_bool(0.25) {
+            // Anywhere, start-up and outbox resumption included.
+            let ms = rng.gen_range(50..1500);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            format!("{ms} ms after start")
+        } else {
+            // While sending: after this run's first request (waited for at
+            // most 10 s, as the feed may be over), then a random delay.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while sink.count() == before && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let ms = rng.gen_range(0..400);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            format!(
+                "{ms} ms after its first request ({} ms after start)",
+                started.elapsed().as_millis() - ms as u128
+            )
+        };
+        kill9(&mut child, &log_path);
+        drop(child);
+        // Requests already written by the dead courier reach the sink.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let per_key = requests_per_key(&sink);
+        let pending = outbox_ids(&store_path);
+        let unrecorded = pending
+            .iter()
+            .filter(|id| per_key.contains_key(*id))
+            .count();
+        unrecorded_at_kills += unrecorded;
+        for id in &pending {
+            *pending_at_kills.entry(id.clone()).or_default() += 1;
+        }
+        eprintln!(
+            "kill {}: {how}; endpoint has {} of {N} triggers ({} requests); outbox {} ({} of them already at the endpoint)",
+            k + 1,
+            per_key.len(),
+            sink.count(),
+            pending.len(),
+            unrecorded,
+        );
+    }
+
+    // A last run, left alone until every trigger is sent.
+    let mut child = start_courier(&b, dir.path(), &["--group-id", "courier-killed-last"], &[]);
+    tokio::time::timeout(Duration::from_secs(20), feed)
+        .await
+        .expect("the feed finishes")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while requests_per_key(&sink).len() < N {
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let per_key = requests_per_key(&sink);
+            let _ = child.kill();
+            let _ = child.wait();
+            // Where the store says the missing triggers are.
+            let store = tripwire_courier::store::Store::open(&store_path).unwrap();
+            let r = store.reader().unwrap();
+            let missing: Vec<_> = ids
+                .iter()
+                .enumerate()
+                .filter(|(_, id)| !per_key.contains_key(*id))
+                .map(|(i, id)| (id, r.ledger(id, now + i as i64).unwrap()))
+                .collect();
+            let outbox = store.outbox::<serde_json::Value>().unwrap().len();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            panic!(
+                "lost triggers: {} of {N} never reached the endpoint (id, ledger state): \
+                 {missing:?}; outbox {outbox}\n{log}",
+                missing.len(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Give a would-be late duplicate the time to show up.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(terminate(&mut child).success(), "graceful exit");
+
+    let accepted = sink.accepted();
+    let per_key = requests_per_key(&sink);
+    let duplicates = accepted.len() - per_key.len();
+    eprintln!(
+        "killed_repeatedly_sends_each_once: seed {seed}, kills {KILLS}, triggers {N}, \
+         requests {}, distinct keys {}, duplicate requests {duplicates}, \
+         sends taken but unrecorded at the kills {unrecorded_at_kills}, {:.1} s",
+        accepted.len(),
+        per_key.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    // None lost, nothing foreign.
+    let expected: HashSet<&String> = ids.iter().collect();
+    let got: HashSet<&String> = per_key.keys().collect();
+    assert_eq!(got, expected, "every trigger reached the endpoint");
+    // A repeat only for a send in the outbox at a kill, once per kill.
+    for (id, n) in &per_key {
+        let allowed = pending_at_kills.get(id).copied().unwrap_or(0);
+        assert!(
+            n - 1 <= allowed,
+            "{id} was sent {n} times but was in the outbox at {allowed} kill(s)"
+        );
+    }
+    assert!(
+        duplicates <= unrecorded_at_kills,
+        "{duplicates} repeated requests, {unrecorded_at_kills} sends taken but unrecorded at the kills"
+    );
+
+    // A `sent` receipt for every trigger (repeated sends repeat it), no
+    // failure.
+    let sent_ids = |rs: &[Receipt]| -> HashSet<String> {
+        rs.iter()
+            .filter(|r| r.status == Status::Sent)
+            .map(|r| r.trigger_id.clone())
+            .collect()
+    };
+    let rs = receipts_until(&b, Duration::from_secs(30), |rs| sent_ids(rs).len() >= N).await;
+    assert_eq!(sent_ids(&rs).len(), N);
+    assert!(
+        !rs.iter().any(|r| r.status == Status::Failed),
+        "no failed receipt"
+    );
+
+    // The store agrees: every trigger recorded as sent, nothing pending.
+    let store = tripwire_courier::store::Store::open(&store_path).unwrap();
+    assert!(store.outbox::<serde_json::Value>().unwrap().is_empty());
+    let r = store.reader().unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(
+            r.ledger(id, now + i as i64).unwrap(),
+            Some(tripwire_courier::store::LedgerStatus::Sent),
+            "ledger state of {id}"
+        );
+    }
 }
