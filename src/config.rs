@@ -55,6 +55,12 @@ pub struct ConfigFile {
     /// (reason `too_large`).
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// librdkafka properties for every Kafka client of the job
+    /// (`security.protocol`, `sasl.*`, `ssl.*`, ...); `env:NAME` and
+    /// `file:PATH` values are read at start (see `kafka_props.rs`). Never
+    /// written out (it may hold secrets).
+    #[serde(default, skip_serializing)]
+    pub kafka: crate::kafka_props::KafkaProperties,
     /// The campaigns; when absent, every kind runs as one campaign named
     /// after it, with its default parameters.
     #[serde(default, rename = "campaign")]
@@ -319,6 +325,8 @@ pub struct Config {
     pub time: TimeConfig,
     pub retention: Retention,
     pub limits: crate::codec::Limits,
+    /// The `[kafka]` client properties, values read.
+    pub kafka: crate::kafka_props::ResolvedProperties,
     pub campaigns: Vec<Campaign>,
 }
 
@@ -450,6 +458,10 @@ impl ConfigFile {
                 max_order_items,
                 max_text_bytes,
             },
+            kafka: self
+                .kafka
+                .resolve()
+                .map_err(|e| invalid("kafka", e.to_string()))?,
             campaigns,
         })
     }

@@ -20,6 +20,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use crate::kafka_props::ResolvedProperties;
 use crate::telemetry::ProduceFailed;
 
 /// How long metadata and offset look-ups may take before they count as failed.
@@ -127,13 +128,36 @@ impl ProducerContext for Ctx {
     }
 }
 
+/// The `[kafka]` properties every client of this process gets (set once at
+/// start, from the configuration).
+static PROPERTIES: std::sync::OnceLock<ResolvedProperties> = std::sync::OnceLock::new();
+
+/// Gives every Kafka client this process creates from now on the `[kafka]`
+/// properties (a second call is ignored).
+pub fn use_properties(p: ResolvedProperties) {
+    let _ = PROPERTIES.set(p);
+}
+
+/// A client configuration for `brokers` with the `[kafka]` properties
+/// applied on top of `own` (the table wins where both set a property).
+fn client(brokers: &str, own: &[(&str, &str)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("client.id", "tripwire");
+    for (k, v) in own {
+        c.set(*k, *v);
+    }
+    if let Some(p) = PROPERTIES.get() {
+        p.apply(&mut c);
+    }
+    c
+}
+
 /// A consumer that is only ever assigned partitions explicitly: no group
 /// membership, no offset commits (see the recovery model in `live.rs`).
 pub fn consumer(brokers: &str, group_id: &str) -> anyhow::Result<BaseConsumer<Ctx>> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    client(brokers, &[])
         .set("group.id", group_id)
-        .set("client.id", "tripwire")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
@@ -150,15 +174,17 @@ pub fn consumer(brokers: &str, group_id: &str) -> anyhow::Result<BaseConsumer<Ct
 /// [`Output::send`] waits, so the job stops reading instead of buffering
 /// without bound.
 pub fn producer(brokers: &str) -> anyhow::Result<BaseProducer<Ctx>> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("client.id", "tripwire")
-        .set("enable.idempotence", "true")
-        .set("message.timeout.ms", "0")
-        .set("queue.buffering.max.kbytes", "65536")
-        .set("linger.ms", "5")
-        .create_with_context(Ctx::default())
-        .with_context(|| format!("creating a Kafka producer for {brokers}"))
+    client(
+        brokers,
+        &[
+            ("enable.idempotence", "true"),
+            ("message.timeout.ms", "0"),
+            ("queue.buffering.max.kbytes", "65536"),
+            ("linger.ms", "5"),
+        ],
+    )
+    .create_with_context(Ctx::default())
+    .with_context(|| format!("creating a Kafka producer for {brokers}"))
 }
 
 /// A group id unique to this job instance (no offsets are committed under it;
@@ -269,9 +295,7 @@ pub fn create_topics<C: ConsumerContext>(
 ) -> anyhow::Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("client.id", "tripwire")
+    let admin: AdminClient<DefaultClientContext> = client(brokers, &[])
         .create()
         .with_context(|| format!("creating a Kafka admin client for {brokers}"))?;
     let new: Vec<NewTopic> = topics

@@ -8,6 +8,7 @@ pub mod codec;
 pub mod config;
 pub mod generate;
 pub mod kafka;
+pub mod kafka_props;
 pub mod live;
 pub mod record;
 pub mod recording;

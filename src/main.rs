@@ -62,6 +62,10 @@ enum Command {
     Record {
         #[command(flatten)]
         args: record::RecordArgs,
+        /// Configuration file (TOML); only its `[kafka]` client properties
+        /// are used.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Run the job on generated traffic, with no broker, and show what fires.
     Demo {
@@ -191,9 +195,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = load_config(config.as_ref())?;
             warn_if_oversubscribed(workers);
+            tripwire::kafka::use_properties(config.kafka.clone());
             live::run(args, config, workers)
         }
-        Command::Record { args } => record::run(args),
+        Command::Record { args, config } => {
+            let config = load_config(config.as_ref())?;
+            tripwire::kafka::use_properties(config.kafka.clone());
+            record::run(args)
+        }
         Command::Demo {
             traffic,
             config,

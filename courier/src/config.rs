@@ -89,6 +89,11 @@ pub struct Config {
     /// Campaigns by name (the `campaign` field of trigger records).
     #[serde(default)]
     pub campaigns: BTreeMap<String, CampaignConfig>,
+    /// librdkafka properties for every Kafka client (`security.protocol`,
+    /// `sasl.*`, `ssl.*`, ...); `env:NAME` / `file:PATH` values are read at
+    /// start. The job's configuration takes the same table.
+    #[serde(default)]
+    pub kafka: crate::kafka_props::KafkaProperties,
 }
 
 /// `[defaults]`: global policy, overridable per campaign.
@@ -459,6 +464,13 @@ impl Config {
         let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The `[kafka]` table with its `env:` / `file:` values read.
+    pub fn kafka_properties(&self) -> Result<crate::kafka_props::ResolvedProperties, ConfigError> {
+        self.kafka
+            .resolve()
+            .map_err(|e| field_err("kafka", e.to_string()))
     }
 
     /// Checks every rule that serde cannot.

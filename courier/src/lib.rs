@@ -13,6 +13,9 @@ pub mod channels;
 pub mod clock;
 pub mod config;
 pub mod engine;
+/// `[kafka]` client properties, the same source as the job's.
+#[path = "../../src/kafka_props.rs"]
+pub mod kafka_props;
 pub mod model;
 pub mod policy;
 pub mod runner;

@@ -116,6 +116,7 @@ fn main() -> anyhow::Result<()> {
         deliveries_topic: args.deliveries_topic,
         metrics_addr: args.metrics_addr,
         crash_after_sends,
+        kafka: cfg.kafka_properties()?,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

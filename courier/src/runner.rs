@@ -43,6 +43,8 @@ pub struct RunOptions {
     /// Test hook, see [`SenderCtx::crash_after_sends`]; also disables
     /// offset commits so that the crash happens before them.
     pub crash_after_sends: Option<u64>,
+    /// The `[kafka]` properties, for every Kafka client.
+    pub kafka: crate::kafka_props::ResolvedProperties,
 }
 
 /// Why the sidecar stopped with an error.
@@ -65,16 +67,16 @@ pub enum RunError {
     },
 }
 
-fn consumer(brokers: &str, group: &str) -> Result<StreamConsumer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+fn consumer(opts: &RunOptions, group: &str) -> Result<StreamConsumer, KafkaError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &opts.brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
-        .set("enable.partition.eof", "false")
-        .create()
+        .set("enable.partition.eof", "false");
+    opts.kafka.apply(&mut c).create()
 }
 
 /// Keeps the profile store in step with the `profiles` topic.
@@ -86,7 +88,7 @@ struct ProfileFollower {
 
 impl ProfileFollower {
     fn start(opts: &RunOptions, store: &Store) -> Result<Option<ProfileFollower>, RunError> {
-        let consumer = consumer(&opts.brokers, &format!("{}-profiles", opts.group_id))?;
+        let consumer = consumer(opts, &format!("{}-profiles", opts.group_id))?;
         let md = consumer.fetch_metadata(Some(&opts.profiles_topic), Duration::from_secs(10))?;
         let parts: Vec<i32> = md
             .topics()
@@ -250,12 +252,13 @@ pub async fn run<F: Future<Output = ()>>(
         deliveries = %opts.deliveries_topic, group = %opts.group_id, "tripwire-courier starting");
     let store = Arc::new(Store::open(&opts.store_path)?);
     let mut engine = Engine::new(&cfg, metrics.clone(), &opts.triggers_topic)?;
-    let producer: FutureProducer = ClientConfig::new()
+    let mut producer_config = ClientConfig::new();
+    producer_config
         .set("bootstrap.servers", &opts.brokers)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
-        .set("message.timeout.ms", "60000")
-        .create()?;
+        .set("message.timeout.ms", "60000");
+    let producer: FutureProducer = opts.kafka.apply(&mut producer_config).create()?;
     let sink = ReceiptSink::Kafka {
         producer: producer.clone(),
         topic: opts.deliveries_topic.clone(),
@@ -306,7 +309,7 @@ pub async fn run<F: Future<Output = ()>>(
         sender.dispatch(e).await;
     }
 
-    let consumer = consumer(&opts.brokers, &opts.group_id)?;
+    let consumer = consumer(&opts, &opts.group_id)?;
     consumer.subscribe(&[&opts.triggers_topic])?;
     let mut deferred_tick =
         tokio::time::interval(Duration::from_millis(cfg.engine.deferred_poll_ms));
