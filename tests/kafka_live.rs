@@ -5,6 +5,7 @@
 //! tests fail with a clear message without it. Tests take a shared lock and
 //! run one at a time (each starts a broker and the job's worker threads).
 
+#[allow(dead_code)]
 mod support;
 
 use std::collections::BTreeMap;

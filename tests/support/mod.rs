@@ -49,77 +49,126 @@ pub fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// A tansu broker (in-memory storage) on a free 127.0.0.1 port; killed on drop.
+/// A tansu broker on a free 127.0.0.1 port (in-memory storage, or the one
+/// given); killed on drop.
 pub struct Tansu {
     child: Child,
     port: u16,
     log: PathBuf,
+    dir: PathBuf,
+    storage: String,
 }
 
 impl Tansu {
-    /// Starts tansu and waits until it accepts connections; panics (fails
-    /// the test) if it is not installed or does not come up.
+    /// Starts tansu with in-memory storage and waits until it accepts
+    /// connections; panics (fails the test) if it is not installed or does
+    /// not come up.
     pub fn start(dir: &Path) -> Tansu {
+        Tansu::start_with(dir, "memory://tansu/")
+    }
+
+    /// [`Tansu::start`] with a storage engine URL (`sqlite://FILE.db`, a
+    /// path relative to `dir`, keeps the topics across [`Tansu::restart`]).
+    pub fn start_with(dir: &Path, storage: &str) -> Tansu {
+        let mut last_err = String::new();
+        for attempt in 0..3 {
+            match Tansu::spawn(dir, storage, free_port()) {
+                Ok(t) => return t,
+                Err(e) => last_err = format!("{e} (attempt {attempt})"),
+            }
+        }
+        panic!("{last_err}");
+    }
+
+    fn spawn(dir: &Path, storage: &str, port: u16) -> Result<Tansu, String> {
         let bin = tansu_bin().unwrap_or_else(|| {
             panic!(
                 "the tansu broker is needed for the Kafka tests: set TANSU_BIN, put `tansu` on PATH, \
                  or run `cargo install tansu --locked --features dynostore,libsql`"
             )
         });
-        let mut last_err = String::new();
-        for attempt in 0..3 {
-            let port = free_port();
-            let url = format!("tcp://127.0.0.1:{port}");
-            let log = dir.join(format!("tansu-{port}.log"));
-            let out = std::fs::File::create(&log).expect("creating the tansu log");
-            let child = Command::new(&bin)
-                .args([
-                    "broker",
-                    "--listener-url",
-                    &url,
-                    "--advertised-listener-url",
-                    &url,
-                ])
-                .args(["--storage-engine", "memory://tansu/"])
-                .env_remove("CLUSTER_ID")
-                .env_remove("LISTENER_URL")
-                .env_remove("ADVERTISED_LISTENER_URL")
-                .env_remove("STORAGE_ENGINE")
-                .env_remove("SCHEMA_REGISTRY")
-                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().expect("cloning a file handle"))
-                .stderr(out)
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-            let mut t = Tansu { child, port, log };
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(status)) = t.child.try_wait() {
-                    last_err = format!(
-                        "tansu exited with {status} (attempt {attempt}):\n{}",
-                        tail(&t.log, 20)
-                    );
-                    break;
-                }
-                if TcpStream::connect_timeout(
-                    &([127, 0, 0, 1], port).into(),
-                    Duration::from_millis(200),
-                )
-                .is_ok()
-                {
-                    return t;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = dir.join(format!(
+            "tansu-{port}-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+        ));
+        let out = std::fs::File::create(&log).expect("creating the tansu log");
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", storage])
+            .current_dir(dir)
+            .env_remove("CLUSTER_ID")
+            .env_remove("LISTENER_URL")
+            .env_remove("ADVERTISED_LISTENER_URL")
+            .env_remove("STORAGE_ENGINE")
+            .env_remove("SCHEMA_REGISTRY")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("cloning a file handle"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let mut t = Tansu {
+            child,
+            port,
+            log,
+            dir: dir.to_path_buf(),
+            storage: storage.to_string(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = t.child.try_wait() {
+                return Err(format!("tansu exited with {status}:\n{}", tail(&t.log, 20)));
             }
-            if last_err.is_empty() {
-                last_err = format!(
-                    "tansu did not accept connections on {port} within 15 s:\n{}",
-                    tail(&t.log, 20)
-                );
+            if TcpStream::connect_timeout(
+                &([127, 0, 0, 1], port).into(),
+                Duration::from_millis(200),
+            )
+            .is_ok()
+            {
+                return Ok(t);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!(
+            "tansu did not accept connections on {port} within 15 s:\n{}",
+            tail(&t.log, 20)
+        ))
+    }
+
+    /// Stops the broker (SIGKILL).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on the same port with the same storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match Tansu::spawn(&self.dir.clone(), &self.storage.clone(), self.port) {
+                Ok(t) => {
+                    // The old child has exited: dropping it only reaps it.
+                    drop(std::mem::replace(self, t));
+                    return;
+                }
+                Err(e) => {
+                    // The port may take a moment to be free again.
+                    assert!(Instant::now() < deadline, "restarting tansu: {e}");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
             }
         }
-        panic!("{last_err}");
     }
 
     /// The bootstrap address.

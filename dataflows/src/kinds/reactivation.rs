@@ -3,9 +3,10 @@
 //! A keyed stateful operator rather than a reduce: the stages reach 90
 //! days, longer than activity is retained, and all that matters per user is
 //! the latest activity and the latest view. Facts are taken as they become
-//! known (insertions; retention retractions are ignored, and a fact whose
-//! retention ended before it became known is no fact), so the state per
-//! user is two facts and one pending timer.
+//! known (insertions, net of the retractions at the same time; retention
+//! retractions are ignored, and a fact whose retention ended before it
+//! became known is no fact), so the state per user is two facts and one
+//! pending timer.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -67,7 +68,11 @@ pub fn reactivation<'s>(
             Exchange::new(|u: &(Visit, Time, isize)| (u.0).0.hashed()),
             "Reactivation",
             move |_cap, _info| {
-                let mut pending: BTreeMap<Time, Vec<Visit>> = BTreeMap::new();
+                // Updates by time, retractions included: the stream is not
+                // consolidated (a join emits the product of two retractions
+                // as an insertion), so a time's updates are summed before
+                // any is read as a new fact.
+                let mut pending: BTreeMap<Time, Vec<(Visit, isize)>> = BTreeMap::new();
                 // bucket -> (due ms, user)
                 let mut timers: BTreeMap<Time, Vec<(Time, User)>> = BTreeMap::new();
                 let mut held: Option<Capability<Time>> = None;
@@ -76,16 +81,14 @@ pub fn reactivation<'s>(
                     input.for_each(|cap, data| {
                         let Some(&least) = cap.least() else { return };
                         for (v, t, r) in data.drain(..) {
-                            if r > 0 {
-                                let t = t.max(least);
-                                pending.entry(t).or_default().push(v);
-                                hold(&mut held, &cap, t);
-                            }
+                            let t = t.max(least);
+                            pending.entry(t).or_default().push((v, r));
+                            hold(&mut held, &cap, t);
                         }
                     });
                     // The least time with facts or checks pending.
                     let least =
-                        |pending: &BTreeMap<Time, Vec<Visit>>,
+                        |pending: &BTreeMap<Time, Vec<(Visit, isize)>>,
                          timers: &BTreeMap<Time, Vec<(Time, User)>>| {
                             pending
                                 .keys()
@@ -101,7 +104,12 @@ pub fn reactivation<'s>(
                         let Some(t) = next.filter(|&t| f.is_none_or(|f| t < f)) else {
                             break;
                         };
-                        let mut facts = pending.remove(&t).unwrap_or_default();
+                        let mut updates = pending.remove(&t).unwrap_or_default();
+                        differential_dataflow::consolidation::consolidate(&mut updates);
+                        let mut facts: Vec<Visit> = updates
+                            .into_iter()
+                            .filter_map(|(v, r)| (r > 0).then_some(v))
+                            .collect();
                         facts.sort_by(|a, b| (a.1 .0.known, a).cmp(&(b.1 .0.known, b)));
                         // Facts and checks of this bucket in ms order (facts first
                         // at one ms); checks scheduled into this bucket join the queue.
