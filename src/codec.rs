@@ -609,12 +609,72 @@ pub fn decode_line_within(
 
 /// Encodes a trigger record as its JSON payload.
 pub fn encode_trigger(t: &Trigger) -> Vec<u8> {
-    serde_json::to_vec(t).expect("trigger records always serialise")
+    encode_trigger_cut(t).0
+}
+
+/// The largest trigger record written, in bytes: below Kafka's default
+/// `message.max.bytes` (1,000,000 for producers, 1 MiB for brokers), with
+/// room for the key and the batch overhead.
+pub const MAX_TRIGGER_BYTES: usize = 900_000;
+
+/// A trigger record as JSON, cut to fit [`MAX_TRIGGER_BYTES`]: a record
+/// beyond it keeps the longest prefix of its `items` that fits (every other
+/// field is bounded by `limits.max_text_bytes`). Returns the bytes and how
+/// many items were dropped. Replay and the live job cut alike, so the bytes
+/// stay the same on both paths.
+pub fn encode_trigger_cut(t: &Trigger) -> (Vec<u8>, usize) {
+    let bytes = serde_json::to_vec(t).expect("trigger records always serialise");
+    if bytes.len() <= MAX_TRIGGER_BYTES || t.items.is_empty() {
+        return (bytes, 0);
+    }
+    let mut cut = t.clone();
+    let all = std::mem::take(&mut cut.items);
+    let size = |cut: &mut Trigger, n: usize| {
+        cut.items = all[..n].to_vec();
+        serde_json::to_vec(&*cut).expect("trigger records always serialise")
+    };
+    // The longest prefix that fits: `lo` fits (none at worst), `hi + 1` not.
+    let (mut lo, mut hi) = (0, all.len() - 1);
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if size(&mut cut, mid).len() <= MAX_TRIGGER_BYTES {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    (size(&mut cut, lo), all.len() - lo)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oversized_trigger_keeps_the_items_that_fit() {
+        let item = |i: usize| dataflows::model::Item {
+            title: Some("t".repeat(4000).into()),
+            ..dataflows::model::Item::product(format!("p{i}"))
+        };
+        let mut t: Trigger = serde_json::from_str(
+            r#"{"trigger_id":"x","campaign":"c","kind":"abandoned_cart","user_id":"u","ts":1,"items":[]}"#,
+        )
+        .unwrap();
+        t.items = (0..10).map(item).collect();
+        let (small, dropped) = encode_trigger_cut(&t);
+        assert_eq!(dropped, 0);
+        assert_eq!(small, serde_json::to_vec(&t).unwrap());
+        t.items = (0..1000).map(item).collect();
+        let (bytes, dropped) = encode_trigger_cut(&t);
+        assert!(bytes.len() <= MAX_TRIGGER_BYTES, "{}", bytes.len());
+        let back: Trigger = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back.items.len() + dropped, 1000);
+        assert_eq!(back.items[..], t.items[..back.items.len()]);
+        // One more item would not have fitted.
+        let mut more = back.clone();
+        more.items.push(t.items[back.items.len()].clone());
+        assert!(serde_json::to_vec(&more).unwrap().len() > MAX_TRIGGER_BYTES);
+    }
 
     #[test]
     fn decodes_every_event_type() {

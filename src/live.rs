@@ -44,7 +44,7 @@ use crate::kafka::{self, Output, Progress, StartAt};
 use crate::runtime::Job;
 use crate::telemetry::{
     self, BadRecordSeen, DeadLettered, FrontierAdvanced, LateEvent, RecordsRead, Recovered,
-    TriggerEmitted, TriggerReplayed,
+    TriggerCut, TriggerEmitted, TriggerReplayed,
 };
 
 /// `tripwire run` arguments.
@@ -674,7 +674,15 @@ fn run_worker(
                     }
                 }
                 if let Some(out) = &output {
-                    let payload = codec::encode_trigger(&t);
+                    let (payload, dropped) = codec::encode_trigger_cut(&t);
+                    if dropped > 0 {
+                        TriggerCut {
+                            trigger_id: &t.trigger_id,
+                            campaign: &t.campaign,
+                            dropped,
+                        }
+                        .emit();
+                    }
                     out.borrow_mut()
                         .send(&topic, Some(t.user_id.as_bytes()), &payload);
                     TriggerEmitted {

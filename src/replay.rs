@@ -670,7 +670,16 @@ pub fn file_sink(path: &Path) -> Result<Sink, ReplayError> {
     };
     Ok(Box::new(move |batch: &[Trigger]| {
         for t in batch {
-            out.write_all(&crate::codec::encode_trigger(t))?;
+            let (bytes, dropped) = crate::codec::encode_trigger_cut(t);
+            if dropped > 0 {
+                crate::telemetry::TriggerCut {
+                    trigger_id: &t.trigger_id,
+                    campaign: &t.campaign,
+                    dropped,
+                }
+                .emit();
+            }
+            out.write_all(&bytes)?;
             out.write_all(b"\n")?;
         }
         out.flush()

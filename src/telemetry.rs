@@ -34,6 +34,8 @@ pub struct Metrics {
     pub replayed_triggers: IntCounterVec,
     /// How long the latest recovery took to rebuild the state, in seconds.
     pub recovery_seconds: Gauge,
+    /// Items dropped from trigger records too large to write, by campaign.
+    pub trigger_items_cut: IntCounterVec,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
@@ -119,6 +121,12 @@ impl Metrics {
             "tripwire_recovery_seconds",
             "How long the latest start took to rebuild the state up to its checkpoint, in seconds.",
         );
+        let trigger_items_cut = counter(
+            &registry,
+            "tripwire_trigger_items_cut_total",
+            "Items dropped from trigger records larger than the largest record written, by campaign.",
+            &["campaign"],
+        );
         for outcome in ["written", "failed"] {
             checkpoints.with_label_values(&[outcome]);
         }
@@ -135,6 +143,7 @@ impl Metrics {
             checkpoint_timestamp_seconds,
             replayed_triggers,
             recovery_seconds,
+            trigger_items_cut,
         }
     }
 
@@ -313,6 +322,28 @@ impl TriggerReplayed<'_> {
             .replayed_triggers
             .with_label_values(&[self.campaign])
             .inc();
+    }
+}
+
+/// A trigger record was too large to write and lost its trailing items.
+pub struct TriggerCut<'a> {
+    pub trigger_id: &'a str,
+    pub campaign: &'a str,
+    pub dropped: usize,
+}
+
+impl TriggerCut<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            trigger_id = self.trigger_id,
+            campaign = self.campaign,
+            dropped_items = self.dropped,
+            "trigger record too large: trailing items dropped"
+        );
+        METRICS
+            .trigger_items_cut
+            .with_label_values(&[self.campaign])
+            .inc_by(self.dropped as u64);
     }
 }
 
