@@ -10,6 +10,7 @@ pub mod generate;
 pub mod kafka;
 pub mod kafka_props;
 pub mod live;
+pub mod produce;
 pub mod record;
 pub mod recording;
 pub mod replay;

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use tripwire::config::{campaign_json, describe, Config};
-use tripwire::{live, record, replay, telemetry};
+use tripwire::{live, produce, record, replay, telemetry};
 
 /// Tripwire: real-time behavioural triggers for e-commerce (abandoned cart,
 /// abandoned browse, price drop, back in stock, ...) on timely and
@@ -64,6 +64,17 @@ enum Command {
         args: record::RecordArgs,
         /// Configuration file (TOML); only its `[kafka]` client properties
         /// are used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Send recording files (what `generate` and `record` write) to Kafka:
+    /// each line's `value` to its `topic` (renamed per `[topics]`), keyed by
+    /// its `key`.
+    Produce {
+        #[command(flatten)]
+        args: produce::ProduceArgs,
+        /// Configuration file (TOML); only its `[topics]` names and `[kafka]`
+        /// client properties are used.
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -202,6 +213,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(config.as_ref())?;
             tripwire::kafka::use_properties(config.kafka.clone());
             record::run(args)
+        }
+        Command::Produce { args, config } => {
+            let config = load_config(config.as_ref())?;
+            tripwire::kafka::use_properties(config.kafka.clone());
+            produce::run(args, &config).map(|_| ())
         }
         Command::Demo {
             traffic,

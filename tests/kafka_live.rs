@@ -750,3 +750,140 @@ fn records_far_in_the_future_are_dead_lettered() {
     );
     stop_job(&mut job);
 }
+
+/// `tripwire produce --shift-to-now` sends a generated recording as it is:
+/// every line's value to its topic with its key, every time moved by the
+/// same amount so that the first record is dated now.
+#[test]
+fn produce_sends_a_recording() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let tansu = broker(dir.path());
+    let brokers = tansu.brokers();
+    let input = dir.path().join("traffic.jsonl");
+    let res = Command::new(bin())
+        .args(["generate", "--events", "2000", "--users", "100", "--output"])
+        .arg(&input)
+        .output()
+        .expect("running tripwire generate");
+    assert!(
+        res.status.success(),
+        "generate failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let recorded: Vec<Value> = std::fs::read_to_string(&input)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recorded.len(), 2000);
+
+    let before = now_ms();
+    let res = Command::new(bin())
+        .args(["produce", "--brokers", &brokers, "--input"])
+        .arg(&input)
+        .arg("--shift-to-now")
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("running tripwire produce");
+    let after = now_ms();
+    let log = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "produce failed:\n{log}");
+    assert!(
+        log.contains("produce done"),
+        "no summary in the log:\n{log}"
+    );
+
+    let mut inputs = Reader::new(&brokers, &INPUT_TOPICS);
+    assert!(
+        inputs.read_at_least(recorded.len(), Duration::from_secs(30)),
+        "only {} of {} records arrived",
+        inputs.got.len(),
+        recorded.len()
+    );
+    inputs.drain(Duration::from_secs(20));
+    let got: Vec<(String, Option<String>, Value)> = inputs
+        .got
+        .iter()
+        .map(|g| {
+            (
+                g.topic.clone(),
+                g.key
+                    .as_ref()
+                    .map(|k| String::from_utf8(k.clone()).unwrap()),
+                serde_json::from_slice(&g.payload).expect("payloads are JSON"),
+            )
+        })
+        .collect();
+
+    // Records per topic, and keys, as recorded.
+    let per_topic = |topics: Vec<&str>| {
+        let mut m: BTreeMap<String, usize> = BTreeMap::new();
+        for t in topics {
+            *m.entry(t.to_string()).or_default() += 1;
+        }
+        m
+    };
+    assert_eq!(
+        per_topic(got.iter().map(|(t, _, _)| t.as_str()).collect()),
+        per_topic(
+            recorded
+                .iter()
+                .map(|l| l["topic"].as_str().unwrap())
+                .collect()
+        )
+    );
+    let mut keys_got: Vec<(&str, Option<&str>)> = got
+        .iter()
+        .map(|(t, k, _)| (t.as_str(), k.as_deref()))
+        .collect();
+    let mut keys_recorded: Vec<(&str, Option<&str>)> = recorded
+        .iter()
+        .map(|l| (l["topic"].as_str().unwrap(), l["key"].as_str()))
+        .collect();
+    keys_got.sort();
+    keys_recorded.sort();
+    assert_eq!(keys_got, keys_recorded, "keys are kept");
+
+    // The first tracking record is dated now, and every other `ts` moved
+    // by the same amount: the payloads are the recorded ones otherwise.
+    let first = recorded
+        .iter()
+        .find(|l| l["topic"] == "tracking")
+        .expect("a tracking record");
+    let sent_first = got
+        .iter()
+        .find(|(t, _, v)| t == "tracking" && v["event_id"] == first["value"]["event_id"])
+        .expect("the first tracking record arrived");
+    let ts = sent_first.2["ts"].as_u64().expect("a ts");
+    assert!(
+        (before..=after).contains(&ts) && now_ms().abs_diff(ts) < 60_000,
+        "the first tracking record is dated {ts}, not now ({before}..{after})"
+    );
+    let delta = ts - first["value"]["ts"].as_u64().unwrap();
+    let mut payloads_got: Vec<String> = got
+        .iter()
+        .map(|(t, k, v)| {
+            let mut v = v.clone();
+            v["ts"] = (v["ts"].as_u64().unwrap() - delta).into();
+            format!("{t} {k:?} {}", canon(&v))
+        })
+        .collect();
+    let mut payloads_recorded: Vec<String> = recorded
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {:?} {}",
+                l["topic"].as_str().unwrap(),
+                l["key"].as_str(),
+                canon(&l["value"])
+            )
+        })
+        .collect();
+    payloads_got.sort();
+    payloads_recorded.sort();
+    assert!(
+        payloads_got == payloads_recorded,
+        "payloads differ beyond the time shift"
+    );
+}
