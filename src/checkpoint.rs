@@ -271,7 +271,9 @@ struct PartTrack {
 #[derive(Debug)]
 pub struct Tracker {
     parts: Vec<PartTrack>,
-    index: HashMap<(String, i32), usize>,
+    /// topic -> partition -> index in `parts` (looked up by `&str`: no
+    /// allocation per record read).
+    index: HashMap<String, HashMap<i32, usize>>,
     lookback_ms: Time,
     /// Samples closer than this in event time are merged.
     grain_ms: Time,
@@ -287,7 +289,10 @@ impl Tracker {
             grain_ms: (lookback_ms / 512).max(1_000),
         };
         for (topic, role, partition, offset) in parts {
-            t.index.insert((topic.clone(), *partition), t.parts.len());
+            t.index
+                .entry(topic.clone())
+                .or_default()
+                .insert(*partition, t.parts.len());
             t.parts.push(PartTrack {
                 topic: topic.clone(),
                 partition: *partition,
@@ -304,7 +309,7 @@ impl Tracker {
     }
 
     fn part(&mut self, topic: &str, partition: i32) -> Option<&mut PartTrack> {
-        let i = *self.index.get(&(topic.to_string(), partition))?;
+        let i = *self.index.get(topic)?.get(&partition)?;
         Some(&mut self.parts[i])
     }
 

@@ -650,14 +650,14 @@ fn run_worker(
         let output = output.clone();
         let topic = shared.triggers_topic.clone();
         let state = sink_state.clone();
-        let shared = shared.clone();
+        let in_sink = shared.clone();
         Job::build(
             worker,
-            &shared.clone().campaigns,
-            &shared.clone().retention,
+            &shared.campaigns,
+            &shared.retention,
             shared.clock,
             move |t: Trigger| {
-                if let Some(r) = &shared.recovery {
+                if let Some(r) = &in_sink.recovery {
                     if let Some(resume) = &r.resume {
                         // Delivered before the restart: not again.
                         if t.ts <= resume.frontier_ms {
