@@ -87,7 +87,7 @@ fn abandoned_cart_items_carry_price_at_t() {
     );
     let q = find(&s.triggers, "abandoned_cart", "q");
     assert_eq!(
-        serde_json::to_value(&q.items).unwrap(),
+        tripwire::codec::items_value(&q.items),
         json!([{"product_id": "p5", "quantity": 5, "price": 19.5}])
     );
 }
@@ -101,7 +101,7 @@ fn abandoned_cart_record_json() {
         None,
     );
     let a = find(&s.triggers, "abandoned_cart", "a");
-    let mut v = serde_json::to_value(a).unwrap();
+    let mut v = tripwire::codec::trigger_value(a);
     let id = v.as_object_mut().unwrap().remove("trigger_id").unwrap();
     assert!(id
         .as_str()
@@ -159,7 +159,7 @@ fn abandoned_browse_cases() {
         item_ids(find(&s.triggers, "abandoned_browse", "v6")),
         v6_order
     );
-    let v1 = serde_json::to_value(&find(&s.triggers, "abandoned_browse", "v1").items).unwrap();
+    let v1 = tripwire::codec::items_value(&find(&s.triggers, "abandoned_browse", "v1").items);
     assert_eq!(
         v1,
         json!([{"product_id": "p3"}, {"product_id": "p1"}, {"product_id": "p2"}])
@@ -192,13 +192,13 @@ fn price_drop_cases() {
     );
     let i1 = find(&s.triggers, "price_drop", "i1");
     assert_eq!(
-        serde_json::to_value(&i1.items).unwrap(),
+        tripwire::codec::items_value(&i1.items),
         json!([{"product_id": "p10", "price": 80.0, "old_price": 96.0}])
     );
     assert_eq!(i1.audience.as_deref(), Some("cart"));
     let k1 = find(&s.triggers, "price_drop", "k1");
     assert_eq!(
-        serde_json::to_value(&k1.items).unwrap(),
+        tripwire::codec::items_value(&k1.items),
         json!([{"product_id": "p20", "price": 95.0, "old_price": 100.0}])
     );
 }
@@ -249,7 +249,7 @@ fn back_in_stock_cases() {
     // price(p) at t: the price message at the same ms counts.
     let j1 = find(&s.triggers, "back_in_stock", "j1");
     assert_eq!(
-        serde_json::to_value(&j1.items).unwrap(),
+        tripwire::codec::items_value(&j1.items),
         json!([{"product_id": "p11", "price": 45.0}])
     );
     // No price known: only the product.
@@ -259,7 +259,7 @@ fn back_in_stock_cases() {
         .find(|t| t.user_id == "j6" && t.items[0].product_id == "p13")
         .unwrap();
     assert_eq!(
-        serde_json::to_value(&j6.items).unwrap(),
+        tripwire::codec::items_value(&j6.items),
         json!([{"product_id": "p13"}])
     );
 }
@@ -325,6 +325,44 @@ fn duplicates_and_bad_records() {
         vec![n("abandoned_cart", "d1", T0 + H, &["p1"], None)]
     );
     assert_eq!(s.triggers[0].items[0].quantity, Some(2));
+}
+
+/// Repeats that differ: of several events with one `event_id`, the first
+/// by time (then by the whole event) is applied, whichever arrives first,
+/// in one round or in different ones (the later-timed one was already
+/// waiting to be applied when the earlier one arrived).
+#[test]
+fn differing_repeats_apply_the_first_by_time() {
+    let line = |id: &str, user: &str, product: &str, ts: u64| {
+        format!(
+            "{{\"topic\":\"tracking\",\"key\":\"{user}\",\"value\":{{\"event_id\":\"{id}\",\"type\":\"cart_add\",\"ts\":{},\"user_id\":\"{user}\",\"product_id\":\"{product}\"}}}}\n",
+            T0 + ts
+        )
+    };
+    let text = [
+        // r1: the later one (10 s) arrives first; the one at 5 s wins.
+        line("r1", "a", "p2", 10_000),
+        line("r1", "a", "p1", 5_000),
+        // r2: one time, two products: the lesser event (p3) wins.
+        line("r2", "b", "p4", 20_000),
+        line("r2", "b", "p3", 20_000),
+        // r3: an exact copy changes nothing.
+        line("r3", "c", "p5", 30_000),
+        line("r3", "c", "p5", 30_000),
+        // Close event time past every cart's hour.
+        line("x", "z", "p9", 2 * H),
+    ]
+    .concat();
+    let s = replay_all(&text, &only("abandoned_cart"), None);
+    let ac = |u: &str, ts: u64, ps: &[&str]| n("abandoned_cart", u, T0 + ts, ps, None);
+    assert_eq!(
+        norm_all(&s.triggers),
+        vec![
+            ac("a", 5_000 + H, &["p1"]),
+            ac("b", 20_000 + H, &["p3"]),
+            ac("c", 30_000 + H, &["p5"]),
+        ]
+    );
 }
 
 // ---------------------------------------------------------------- closing event time

@@ -18,6 +18,7 @@ pub mod gate;
 pub mod kinds;
 pub mod model;
 pub mod operators;
+mod remembered;
 pub mod state;
 
 use std::collections::HashMap;

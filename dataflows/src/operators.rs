@@ -24,6 +24,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
 use crate::model::{Event, Input, Money, PriceMsg, StockMsg, Str, Time, Trigger};
+use crate::remembered::Remembered;
 
 /// A collection at bucketed event time with integer multiplicities.
 pub type Coll<'s, D> = VecCollection<'s, Time, D, isize>;
@@ -170,101 +171,6 @@ impl<D> Pending<D> {
     /// Moves the held capability up to the least pending time, or drops it.
     pub(crate) fn release(&mut self) {
         release(&mut self.held, &self.by_time);
-    }
-}
-
-/// Ids (128-bit hashes) remembered until a time: once the frontier passes
-/// it, they are forgotten. One map entry per id (the time it is kept until,
-/// and a small value `V`). The ids are spread over [`SHARDS`] maps by their
-/// top bits, so that a map growing copies one shard, not every id (a single
-/// map briefly holds its old and new tables, half again its size). A
-/// shard's forgotten entries are swept out in one pass once it has doubled
-/// since its last sweep.
-pub(crate) struct Remembered<V = ()> {
-    shards: Vec<Shard<V>>,
-    /// Ids kept until before this time are forgotten (the frontier at the
-    /// last `forget_before`).
-    horizon: Time,
-}
-
-/// How many maps [`Remembered`] spreads its ids over.
-const SHARDS: usize = 16;
-
-struct Shard<V> {
-    until: HashMap<u128, (Time, V), foldhash::fast::RandomState>,
-    /// Entries left by the last sweep.
-    swept_len: usize,
-}
-
-impl<V> Remembered<V> {
-    pub(crate) fn new() -> Self {
-        Remembered {
-            shards: (0..SHARDS)
-                .map(|_| Shard {
-                    until: HashMap::default(),
-                    swept_len: 0,
-                })
-                .collect(),
-            horizon: 0,
-        }
-    }
-
-    fn shard(&mut self, id: u128) -> &mut Shard<V> {
-        &mut self.shards[(id >> 124) as usize % SHARDS]
-    }
-
-    pub(crate) fn contains(&self, id: &u128) -> bool {
-        self.shards[(id >> 124) as usize % SHARDS]
-            .until
-            .get(id)
-            .is_some_and(|&(u, _)| u >= self.horizon)
-    }
-
-    pub(crate) fn insert(&mut self, id: u128, until: Time, v: V) {
-        self.shard(id).until.insert(id, (until, v));
-    }
-
-    /// The entry of `id` when it is still remembered; otherwise remembers
-    /// it with `make()` (in one lookup) and gives `None`.
-    pub(crate) fn get_or_remember(
-        &mut self,
-        id: u128,
-        make: impl FnOnce() -> (Time, V),
-    ) -> Option<&mut (Time, V)> {
-        use std::collections::hash_map::Entry;
-        let horizon = self.horizon;
-        match self.shard(id).until.entry(id) {
-            Entry::Occupied(o) if o.get().0 >= horizon => Some(o.into_mut()),
-            Entry::Occupied(mut o) => {
-                *o.get_mut() = make();
-                None
-            }
-            Entry::Vacant(v) => {
-                v.insert(make());
-                None
-            }
-        }
-    }
-
-    /// Forgets the ids whose time is below `frontier` (all, when it is empty).
-    pub(crate) fn forget_before(&mut self, frontier: Option<Time>) {
-        let Some(horizon) = frontier else {
-            self.horizon = Time::MAX;
-            for s in &mut self.shards {
-                s.until = HashMap::default();
-            }
-            return;
-        };
-        self.horizon = horizon;
-        for s in &mut self.shards {
-            if s.until.len() > (2 * s.swept_len).max(1 << 10) {
-                s.until.retain(|_, (u, _)| *u >= horizon);
-                s.swept_len = s.until.len();
-                if s.until.capacity() > 4 * s.swept_len.max(1 << 10) {
-                    s.until.shrink_to_fit();
-                }
-            }
-        }
     }
 }
 
@@ -442,15 +348,11 @@ pub fn dedup_events<'s>(
                 // once, into its round, and the round leaves as it is.
                 let mut rounds: BTreeMap<Time, Round> = BTreeMap::new();
                 let mut held: Option<Capability<Time>> = None;
-                // The time of each waiting round, by tag.
-                let mut waiting: HashMap<u32, Time> = HashMap::new();
-                let mut next_tag = 0u32;
                 // Ids as 128 bits of two independently seeded hashes: one
-                // map entry of fixed size per id, no copy of its text. Per
-                // id: the time it is kept until, and the round (tag) and
-                // place of the event kept for it, to find it while its
-                // round waits.
-                let mut seen: Remembered<(u32, u32)> = Remembered::new();
+                // small entry per id (the time it is kept until), no copy
+                // of its text. Each waiting round knows where its events'
+                // ids are, to find the event kept for an id while it waits.
+                let mut seen = Remembered::new();
                 let seeds = (
                     foldhash::quality::RandomState::default(),
                     foldhash::quality::RandomState::default(),
@@ -476,38 +378,36 @@ pub fn dedup_events<'s>(
                             }
                             let t = t.max(least);
                             hold(&mut held, &cap, t);
-                            let round = rounds.entry(t).or_insert_with(|| {
-                                next_tag = next_tag.wrapping_add(1);
-                                waiting.insert(next_tag, t);
-                                Round::new(next_tag)
-                            });
-                            let (tag, slot) = (round.tag, round.updates.len() as u32);
+                            let id = key(&e.event_id);
                             let until = e.ts.saturating_add(window_ms).max(t);
-                            let Some((u, kept)) =
-                                seen.get_or_remember(key(&e.event_id), || (until, (tag, slot)))
-                            else {
-                                round.updates.push((e, t, 1));
+                            if !seen.remember(id, until) {
+                                rounds.entry(t).or_insert_with(Round::new).push(id, e, t);
                                 continue;
-                            };
+                            }
                             // A repeat: the kept event was applied in an
                             // earlier round (then this one is dropped), or
                             // waits in a round at or after this one.
-                            let Some(&kept_t) = waiting.get(&kept.0) else {
+                            let Some((kept_t, slot)) = rounds
+                                .range_mut(t..)
+                                .find_map(|(&rt, round)| round.find(id, &key).map(|s| (rt, s)))
+                            else {
                                 continue;
                             };
                             if kept_t == t {
-                                let k = &mut round.updates[kept.1 as usize].0;
+                                let k = &mut rounds.get_mut(&t).expect("waiting").updates
+                                    [slot as usize]
+                                    .0;
                                 if before(&e, k) {
-                                    *u = until;
+                                    seen.set_until(id, until);
                                     *k = e;
                                 }
-                            } else if kept_t > t {
-                                *u = until;
-                                let old = std::mem::replace(kept, (tag, slot));
-                                round.updates.push((e, t, 1));
+                            } else {
+                                seen.set_until(id, until);
                                 let later = rounds.get_mut(&kept_t).expect("a waiting round");
-                                later.updates[old.1 as usize].2 = 0;
+                                later.updates[slot as usize].2 = 0;
+                                later.forget(id);
                                 later.replaced += 1;
+                                rounds.entry(t).or_insert_with(Round::new).push(id, e, t);
                             }
                         }
                     });
@@ -517,7 +417,6 @@ pub fn dedup_events<'s>(
                             break;
                         }
                         let (t, mut round) = entry.remove_entry();
-                        waiting.remove(&round.tag);
                         if round.replaced > 0 {
                             round.updates.retain(|u| u.2 != 0);
                         }
@@ -533,20 +432,71 @@ pub fn dedup_events<'s>(
 }
 
 /// One round of [`dedup_events`]: its events, with multiplicity 0 for those
-/// an earlier repeat replaced.
+/// an earlier repeat replaced, and, once a repeat has looked for an id in
+/// it, the place of each id's event (built then, so that input without
+/// repeats never pays for it).
 struct Round {
-    tag: u32,
     updates: Vec<(Event, Time, isize)>,
+    slots: Option<HashMap<u128, u32, IdHash>>,
     replaced: usize,
 }
 
 impl Round {
-    fn new(tag: u32) -> Self {
+    fn new() -> Self {
         Round {
-            tag,
             updates: Vec::new(),
+            slots: None,
             replaced: 0,
         }
+    }
+
+    fn push(&mut self, id: u128, e: Event, t: Time) {
+        if let Some(slots) = &mut self.slots {
+            slots.insert(id, self.updates.len() as u32);
+        }
+        self.updates.push((e, t, 1));
+    }
+
+    /// The place of the event kept for `id` in this round, if any; `key`
+    /// gives an event's id.
+    fn find(&mut self, id: u128, key: impl Fn(&str) -> u128) -> Option<u32> {
+        let updates = &self.updates;
+        let slots = self.slots.get_or_insert_with(|| {
+            let mut slots = HashMap::with_capacity_and_hasher(updates.len(), IdHash::default());
+            for (i, (e, _, r)) in updates.iter().enumerate() {
+                if *r != 0 {
+                    slots.insert(key(&e.event_id), i as u32);
+                }
+            }
+            slots
+        });
+        slots.get(&id).copied()
+    }
+
+    fn forget(&mut self, id: u128) {
+        if let Some(slots) = &mut self.slots {
+            slots.remove(&id);
+        }
+    }
+}
+
+/// Hashes a 128-bit id (itself a hash) by taking its low 64 bits.
+type IdHash = std::hash::BuildHasherDefault<IdHasher>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
     }
 }
 
@@ -746,11 +696,13 @@ pub fn fire_once<'s>(
                         // (late facts are applied at the frontier): an older one
                         // is a re-evaluation after state left a retention
                         // window, never a new firing.
-                        let key = trigger_key(&cand.trigger_id);
-                        if r <= 0 || tau < t || fired.contains(&key) {
+                        if r <= 0 || tau < t {
                             continue;
                         }
-                        fired.insert(key, t.max(tau).saturating_add(remember_ms), ());
+                        let until = t.max(tau).saturating_add(remember_ms);
+                        if fired.remember(trigger_key(&cand.trigger_id), until) {
+                            continue;
+                        }
                         let m = meta.get(cand.campaign.as_str());
                         session.give(Trigger {
                             priority: m.and_then(|m| m.priority),
