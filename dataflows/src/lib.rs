@@ -277,8 +277,10 @@ impl Reads {
                 | Kind::AbandonedCategory(_)
                 | Kind::Reactivation(_) => r.activity = true,
                 Kind::PriceDrop(p) => {
-                    r.cart = true;
-                    r.wishlist = true;
+                    // Each audience reads only its own list (an order
+                    // leaves both).
+                    r.cart |= p.audiences.contains(&campaign::Audience::Cart);
+                    r.wishlist |= p.audiences.contains(&campaign::Audience::Wishlist);
                     r.orders = true;
                     r.views |= p.audiences.contains(&campaign::Audience::Viewed);
                 }
