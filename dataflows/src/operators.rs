@@ -144,7 +144,7 @@ impl<D> Pending<D> {
         t: Time,
         d: D,
     ) {
-        self.by_time.entry(t).or_default().push(d);
+        push_tight(self.by_time.entry(t).or_default(), d);
         hold(&mut self.held, cap, t);
     }
 
@@ -187,6 +187,17 @@ fn trigger_key(id: &str) -> u128 {
     u128::from_be_bytes(h[..16].try_into().expect("16 bytes")) ^ 1
 }
 
+/// Pushes `x` onto `v`, growing a short vector by exactly one: most of the
+/// per-time and per-key lists of the operators here hold one or two
+/// entries (a sparse recording has about one event per time), and the
+/// standard growth would reserve four.
+pub(crate) fn push_tight<T>(v: &mut Vec<T>, x: T) {
+    if v.len() == v.capacity() && v.len() < 8 {
+        v.reserve_exact(1);
+    }
+    v.push(x);
+}
+
 /// Holds updates whose time is beyond the input frontier, releasing each
 /// group once the frontier reaches its time. Output equals input.
 pub fn hold_future<'s, D, R>(
@@ -208,7 +219,7 @@ where
                     for (d, t, r) in data.drain(..) {
                         let t = t.max(least);
                         min_new = min_new.min(t);
-                        pending.entry(t).or_default().push((d, t, r));
+                        push_tight(pending.entry(t).or_default(), (d, t, r));
                     }
                     if min_new != Time::MAX && held.as_ref().is_none_or(|h| *h.time() > min_new) {
                         held = Some(cap.delayed(&min_new, 0));
@@ -829,7 +840,7 @@ where
                     for (e, t, r) in data.drain(..) {
                         if r > 0 {
                             let t = t.max(least);
-                            pending_events.entry(t).or_default().push(e);
+                            push_tight(pending_events.entry(t).or_default(), e);
                             hold(&mut held, &cap, t);
                         }
                     }
@@ -838,7 +849,7 @@ where
                     let Some(&least) = cap.least() else { return };
                     for (f, t, r) in data.drain(..) {
                         let t = t.max(least);
-                        pending_facts.entry(t).or_default().push((f, r));
+                        push_tight(pending_facts.entry(t).or_default(), (f, r));
                     }
                 });
                 while let Some(t) = next_complete_of(&pending_facts, &pending_events, f1, f2) {
@@ -959,7 +970,7 @@ where
                         let Some(&least) = cap.least() else { return };
                         for (f, t, r) in data.drain(..) {
                             let t = t.max(least);
-                            pending_facts.entry(t).or_default().push((f, r));
+                            push_tight(pending_facts.entry(t).or_default(), (f, r));
                             hold(&mut held, &cap, t);
                         }
                     });
@@ -967,7 +978,7 @@ where
                         let Some(&least) = cap.least() else { return };
                         for (p, t, r) in data.drain(..) {
                             let t = t.max(least);
-                            pending_shared.entry(t).or_default().push((p, r));
+                            push_tight(pending_shared.entry(t).or_default(), (p, r));
                             hold(&mut held, &cap, t);
                         }
                     });
@@ -996,7 +1007,7 @@ where
                                 for d in due_ms.drain(..) {
                                     let at = clock.at(d);
                                     if at > t {
-                                        timers.entry(at).or_default().push(k.clone());
+                                        push_tight(timers.entry(at).or_default(), k.clone());
                                     }
                                 }
                                 touched.push(k.clone());
@@ -1009,7 +1020,12 @@ where
                                         facts.remove(i);
                                     }
                                 }
-                                Err(i) => facts.insert(i, (f, r)),
+                                Err(i) => {
+                                    if facts.len() == facts.capacity() && facts.len() < 8 {
+                                        facts.reserve_exact(1);
+                                    }
+                                    facts.insert(i, (f, r))
+                                }
                             }
                             if facts.is_empty() {
                                 state.remove(&k);
@@ -1070,7 +1086,7 @@ where
                     in1.for_each(|cap, data| {
                         let Some(&least) = cap.least() else { return };
                         for (f, t, r) in data.drain(..) {
-                            pending_facts.entry(t.max(least)).or_default().push((f, r));
+                            push_tight(pending_facts.entry(t.max(least)).or_default(), (f, r));
                         }
                     });
                     in2.for_each(|cap, data| {
