@@ -1,8 +1,13 @@
 //! Delivery channels: webhook (signed JSON POST), e-mail (SMTP), push (FCM
 //! HTTP v1 shape) and SMS (generic HTTP provider), with per-channel rate
 //! limits. Errors are classified transient (retried) or permanent.
+//!
+//! Webhook signature (docs/courier.md, "Webhook signature"): header
+//! `Tripwire-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(key, signed)>`
+//! with `signed = "<t>.<idempotency key>.<body>"`; the idempotency key (the
+//! trigger id) also travels in `Idempotency-Key`.
 
-use crate::config::{secret, ChannelKind, Config, EmailConfig, PushConfig, SmsConfig, StartTls};
+use crate::config::{secret, ChannelKind, Config, EmailConfig, PushConfig, SmsConfig, SmtpTls};
 use crate::model::{Trigger, Variant};
 use crate::template::Rendered;
 use hmac::{Hmac, Mac};
@@ -147,11 +152,32 @@ pub struct ChannelSetupError {
     pub message: String,
 }
 
-/// The HMAC-SHA256 signature header value of a webhook body.
-pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+/// Name of the webhook signature header.
+pub const SIGNATURE_HEADER: &str = "tripwire-signature";
+/// Name of the header carrying the idempotency key (the trigger id) of
+/// webhook and SMS requests.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// Lower-case hex HMAC-SHA256 of `message` under `key`.
+pub fn sign(key: &[u8], message: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(message);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The text a webhook signature covers: `"<t>.<idempotency key>.<body>"`,
+/// `t` in decimal Unix seconds.
+pub fn signed_payload(t_secs: i64, idempotency_key: &str, body: &[u8]) -> Vec<u8> {
+    let mut v = format!("{t_secs}.{idempotency_key}.").into_bytes();
+    v.extend_from_slice(body);
+    v
+}
+
+/// The `Tripwire-Signature` header value of a webhook request sent at
+/// `t_secs` (Unix seconds): `t=<t_secs>,v1=<hex HMAC-SHA256>`.
+pub fn signature_header(key: &[u8], t_secs: i64, idempotency_key: &str, body: &[u8]) -> String {
+    let sig = sign(key, &signed_payload(t_secs, idempotency_key, body));
+    format!("t={t_secs},v1={sig}")
 }
 
 fn classify_status(status: reqwest::StatusCode) -> Result<(), SendError> {
@@ -194,17 +220,32 @@ impl Channels {
             })?;
         let c = &cfg.channels;
         let mut limiters = HashMap::new();
-        let webhook = c.webhook.as_ref().map(|w| {
-            limiters.insert(
-                ChannelKind::Webhook,
-                RateLimiter::new(w.rate_per_sec, w.burst),
-            );
-            Webhook {
-                url: w.url.clone(),
-                secret: secret(&w.secret, &w.secret_env).map(String::into_bytes),
-                timeout: Duration::from_millis(w.timeout_ms),
+        let webhook = match &c.webhook {
+            None => None,
+            Some(w) => {
+                limiters.insert(
+                    ChannelKind::Webhook,
+                    RateLimiter::new(w.rate_per_sec, w.burst),
+                );
+                let secret = secret(&w.secret, &w.secret_env)
+                    .filter(|k| !k.is_empty())
+                    .map(String::into_bytes);
+                // Validation refuses this too; never fall back to unsigned
+                // requests without `unsigned = true`.
+                if secret.is_none() && !w.unsigned {
+                    return Err(ChannelSetupError {
+                        channel: "webhook",
+                        message: "no HMAC key (`secret`/`secret_env`) and not `unsigned = true`"
+                            .into(),
+                    });
+                }
+                Some(Webhook {
+                    url: w.url.clone(),
+                    secret,
+                    timeout: Duration::from_millis(w.timeout_ms),
+                })
             }
-        });
+        };
         let push = c.push.as_ref().map(|p: &PushConfig| {
             limiters.insert(ChannelKind::Push, RateLimiter::new(p.rate_per_sec, p.burst));
             Push {
@@ -255,17 +296,23 @@ impl Channels {
 
     /// One attempt to deliver. `progress` remembers push tokens already
     /// served across attempts, so that a retry does not notify a device
-    /// twice.
-    pub async fn send(&self, e: &OutboxEntry, progress: &mut Progress) -> Result<(), SendError> {
+    /// twice. `now_ms` is the wall-clock time of the attempt (the courier's
+    /// clock): the webhook signature's timestamp.
+    pub async fn send(
+        &self,
+        e: &OutboxEntry,
+        progress: &mut Progress,
+        now_ms: i64,
+    ) -> Result<(), SendError> {
         match &e.destination {
-            Destination::Webhook => self.send_webhook(e).await,
+            Destination::Webhook => self.send_webhook(e, now_ms).await,
             Destination::Push { tokens } => self.send_push(e, tokens, progress).await,
             Destination::Sms { phone } => self.send_sms(e, phone).await,
             Destination::Email { address } => self.send_email(e, address).await,
         }
     }
 
-    async fn send_webhook(&self, e: &OutboxEntry) -> Result<(), SendError> {
+    async fn send_webhook(&self, e: &OutboxEntry, now_ms: i64) -> Result<(), SendError> {
         let w = self
             .webhook
             .as_ref()
@@ -290,9 +337,13 @@ impl Channels {
             .post(&w.url)
             .timeout(w.timeout)
             .header("content-type", "application/json")
-            .header("idempotency-key", &t.trigger_id);
-        if let Some(s) = &w.secret {
-            req = req.header("x-tripwire-signature", sign(s, &body));
+            .header(IDEMPOTENCY_HEADER, &t.trigger_id);
+        if let Some(key) = &w.secret {
+            let t_secs = now_ms.div_euclid(1000);
+            req = req.header(
+                SIGNATURE_HEADER,
+                signature_header(key, t_secs, &t.trigger_id, &body),
+            );
         }
         let resp = req.body(body).send().await.map_err(classify_reqwest)?;
         classify_status(resp.status())
@@ -373,7 +424,7 @@ impl Channels {
             .http
             .post(&s.url)
             .timeout(s.timeout)
-            .header("idempotency-key", &e.trigger.trigger_id)
+            .header(IDEMPOTENCY_HEADER, &e.trigger.trigger_id)
             .json_body(&body);
         if let Some(tok) = &s.token {
             req = req.bearer_auth(tok);
@@ -441,17 +492,21 @@ fn build_email(m: &EmailConfig) -> Result<Email, ChannelSetupError> {
         channel: "email",
         message,
     };
-    let tls = match m.starttls {
-        StartTls::Off => Tls::None,
-        StartTls::Opportunistic => Tls::Opportunistic(
-            TlsParameters::new(m.smtp_host.clone()).map_err(|e| err(e.to_string()))?,
-        ),
-        StartTls::Required => {
-            Tls::Required(TlsParameters::new(m.smtp_host.clone()).map_err(|e| err(e.to_string()))?)
-        }
+    let params = || TlsParameters::new(m.smtp_host.clone()).map_err(|e| err(e.to_string()));
+    let tls = match m.tls_mode() {
+        SmtpTls::None => Tls::None,
+        SmtpTls::Opportunistic => Tls::Opportunistic(params()?),
+        SmtpTls::Starttls => Tls::Required(params()?),
+        SmtpTls::Implicit => Tls::Wrapper(params()?),
     };
+    if m.username.is_some() && !matches!(tls, Tls::Required(_) | Tls::Wrapper(_)) {
+        // Validation refuses this too: credentials never go out in clear.
+        return Err(err(
+            "SMTP credentials need tls = \"starttls\" or \"implicit\"".into(),
+        ));
+    }
     let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&m.smtp_host)
-        .port(m.smtp_port)
+        .port(m.port())
         .tls(tls)
         .timeout(Some(Duration::from_millis(m.timeout_ms)));
     if let Some(user) = &m.username {

@@ -317,16 +317,30 @@ pub struct ChannelsConfig {
     pub sms: Option<SmsConfig>,
 }
 
-/// `[channels.webhook]`: JSON POST signed with HMAC-SHA256.
+/// `[channels.webhook]`: JSON POST signed with HMAC-SHA256 (header
+/// `Tripwire-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(key,
+/// "<t>.<idempotency key>.<body>")>`, see docs/courier.md).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// URL the JSON is POSTed to.
+    /// URL the JSON is POSTed to; `https://`, or `http://` with
+    /// `allow_http = true`.
     pub url: String,
-    /// HMAC-SHA256 key (prefer `secret_env`).
+    /// HMAC-SHA256 key (prefer `secret_env`). A key (`secret` or
+    /// `secret_env`) is required unless `unsigned = true`.
     pub secret: Option<String>,
     /// Name of an environment variable holding the HMAC key.
     pub secret_env: Option<String>,
+    /// Send requests without a signature. Must be said explicitly: a
+    /// webhook with neither `secret` nor `secret_env` is refused otherwise,
+    /// and one with a key and `unsigned = true` is refused as contradictory.
+    #[serde(default)]
+    pub unsigned: bool,
+    /// Accept an `http://` URL (requests, signature and idempotency key in
+    /// clear text). Off by default: only `https://` URLs are accepted, for
+    /// every host including 127.0.0.1 and localhost.
+    #[serde(default)]
+    pub allow_http: bool,
     /// Request timeout, ms.
     #[serde(default = "d_timeout")]
     pub timeout_ms: u64,
@@ -342,11 +356,17 @@ pub struct WebhookConfig {
 #[serde(deny_unknown_fields)]
 pub struct EmailConfig {
     pub smtp_host: String,
-    #[serde(default = "d_smtp_port")]
-    pub smtp_port: u16,
-    /// `off`, `opportunistic` (default) or `required`.
-    #[serde(default)]
-    pub starttls: StartTls,
+    /// SMTP port; default 465 with `tls = "implicit"`, else 587.
+    pub smtp_port: Option<u16>,
+    /// Transport security: `none`, `opportunistic` (default), `starttls`
+    /// (STARTTLS required) or `implicit` (TLS from the first byte, port
+    /// 465). With `username` set only `starttls` and `implicit` are
+    /// accepted.
+    pub tls: Option<SmtpTls>,
+    /// Deprecated spelling of `tls`: `off` (= `none`), `opportunistic`,
+    /// `required` (= `starttls`). At most one of `tls` and `starttls`.
+    pub starttls: Option<StartTls>,
+    /// SMTP AUTH user; requires `tls = "starttls"` or `"implicit"`.
     pub username: Option<String>,
     /// Name of an environment variable holding the SMTP password.
     pub password_env: Option<String>,
@@ -359,13 +379,55 @@ pub struct EmailConfig {
     pub burst: Option<u32>,
 }
 
-/// STARTTLS mode of the SMTP connection.
+impl EmailConfig {
+    /// The transport security in force (`tls`, else the deprecated
+    /// `starttls`, else `opportunistic`).
+    pub fn tls_mode(&self) -> SmtpTls {
+        match (self.tls, self.starttls) {
+            (Some(t), _) => t,
+            (None, Some(StartTls::Off)) => SmtpTls::None,
+            (None, Some(StartTls::Opportunistic)) | (None, None) => SmtpTls::Opportunistic,
+            (None, Some(StartTls::Required)) => SmtpTls::Starttls,
+        }
+    }
+
+    /// The SMTP port in force: `smtp_port`, else 465 for implicit TLS and
+    /// 587 (submission) otherwise.
+    pub fn port(&self) -> u16 {
+        self.smtp_port.unwrap_or(match self.tls_mode() {
+            SmtpTls::Implicit => 465,
+            _ => 587,
+        })
+    }
+}
+
+/// Transport security of the SMTP connection (`[channels.email] tls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain text only (trusted local relays without credentials).
+    None,
+    /// STARTTLS when the server offers it, else plain text (a man in the
+    /// middle can strip the offer; refused together with credentials).
+    #[default]
+    Opportunistic,
+    /// STARTTLS required: the connection fails rather than continue in
+    /// plain text.
+    Starttls,
+    /// TLS from the first byte (SMTPS, "submissions", port 465).
+    Implicit,
+}
+
+/// Deprecated `[channels.email] starttls` values (use `tls`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum StartTls {
+    /// Same as `tls = "none"`.
     Off,
+    /// Same as `tls = "opportunistic"`.
     #[default]
     Opportunistic,
+    /// Same as `tls = "starttls"`.
     Required,
 }
 
@@ -374,12 +436,17 @@ pub enum StartTls {
 #[serde(deny_unknown_fields)]
 pub struct PushConfig {
     /// Base URL; requests go to `{endpoint}/v1/projects/{project_id}/messages:send`.
+    /// `https://`, or `http://` with `allow_http = true`.
     #[serde(default = "d_fcm")]
     pub endpoint: String,
     pub project_id: String,
     /// OAuth2 bearer token (prefer `access_token_env`).
     pub access_token: Option<String>,
     pub access_token_env: Option<String>,
+    /// Accept an `http://` endpoint (bearer token and messages in clear
+    /// text). Off by default, for every host including 127.0.0.1.
+    #[serde(default)]
+    pub allow_http: bool,
     #[serde(default = "d_timeout")]
     pub timeout_ms: u64,
     #[serde(default = "d_rate")]
@@ -391,12 +458,17 @@ pub struct PushConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmsConfig {
+    /// Provider endpoint; `https://`, or `http://` with `allow_http = true`.
     pub url: String,
     /// Sender id / number put in the `from` field.
     pub sender: String,
     /// Bearer token (prefer `auth_token_env`).
     pub auth_token: Option<String>,
     pub auth_token_env: Option<String>,
+    /// Accept an `http://` URL (bearer token, phone numbers and texts in
+    /// clear text). Off by default, for every host including 127.0.0.1.
+    #[serde(default)]
+    pub allow_http: bool,
     #[serde(default = "d_timeout")]
     pub timeout_ms: u64,
     #[serde(default = "d_rate")]
@@ -409,9 +481,6 @@ fn d_timeout() -> u64 {
 }
 fn d_rate() -> f64 {
     100.0
-}
-fn d_smtp_port() -> u16 {
-    587
 }
 fn d_fcm() -> String {
     "https://fcm.googleapis.com".into()
@@ -522,12 +591,13 @@ impl Config {
         }
         let ch = &self.channels;
         if let Some(w) = &ch.webhook {
-            check_url("channels.webhook.url", &w.url)?;
+            check_url("channels.webhook.url", &w.url, w.allow_http)?;
             check_rate("channels.webhook", w.rate_per_sec, w.timeout_ms)?;
             check_env("channels.webhook.secret_env", &w.secret_env)?;
+            check_webhook_key(w)?;
         }
         if let Some(p) = &ch.push {
-            check_url("channels.push.endpoint", &p.endpoint)?;
+            check_url("channels.push.endpoint", &p.endpoint, p.allow_http)?;
             check_rate("channels.push", p.rate_per_sec, p.timeout_ms)?;
             if p.project_id.is_empty() {
                 return Err(field_err("channels.push.project_id", "must not be empty"));
@@ -535,7 +605,7 @@ impl Config {
             check_env("channels.push.access_token_env", &p.access_token_env)?;
         }
         if let Some(s) = &ch.sms {
-            check_url("channels.sms.url", &s.url)?;
+            check_url("channels.sms.url", &s.url, s.allow_http)?;
             check_rate("channels.sms", s.rate_per_sec, s.timeout_ms)?;
             check_env("channels.sms.auth_token_env", &s.auth_token_env)?;
         }
@@ -551,6 +621,7 @@ impl Config {
                 ));
             }
             check_env("channels.email.password_env", &m.password_env)?;
+            check_smtp_tls(m)?;
         }
         for (name, c) in &self.campaigns {
             let p = |f: &str| format!("campaigns.{name}.{f}");
@@ -671,11 +742,79 @@ fn check_share(field: &str, v: f64) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_url(field: &str, v: &str) -> Result<(), ConfigError> {
+fn check_url(field: &str, v: &str, allow_http: bool) -> Result<(), ConfigError> {
     match reqwest::Url::parse(v) {
-        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Ok(()),
+        Ok(u) if u.scheme() == "https" => Ok(()),
+        Ok(u) if u.scheme() == "http" => {
+            if allow_http {
+                Ok(())
+            } else {
+                // The URL itself is not quoted: it may carry credentials.
+                Err(field_err(
+                    field,
+                    "is a plain http:// URL: use https://, or set `allow_http = true` \
+                     in the same table to send in clear text",
+                ))
+            }
+        }
         _ => Err(field_err(field, format!("{v:?} is not an http(s) URL"))),
     }
+}
+
+/// A webhook is signed unless `unsigned = true` says otherwise, never both.
+fn check_webhook_key(w: &WebhookConfig) -> Result<(), ConfigError> {
+    let configured = w.secret.is_some() || w.secret_env.is_some();
+    if w.unsigned {
+        if configured {
+            return Err(field_err(
+                "channels.webhook.unsigned",
+                "`unsigned = true` contradicts the configured `secret`/`secret_env`: \
+                 remove one of them",
+            ));
+        }
+        return Ok(());
+    }
+    if !configured {
+        return Err(field_err(
+            "channels.webhook.secret",
+            "a webhook needs an HMAC key: set `secret_env` (or `secret`), or \
+             `unsigned = true` to send unsigned requests",
+        ));
+    }
+    let field = if w.secret_env.is_some() {
+        "channels.webhook.secret_env"
+    } else {
+        "channels.webhook.secret"
+    };
+    if secret(&w.secret, &w.secret_env).is_none_or(|k| k.is_empty()) {
+        return Err(field_err(field, "the HMAC key is empty"));
+    }
+    Ok(())
+}
+
+/// SMTP credentials only over a connection that cannot fall back to
+/// plain text.
+fn check_smtp_tls(m: &EmailConfig) -> Result<(), ConfigError> {
+    if m.tls.is_some() && m.starttls.is_some() {
+        return Err(field_err(
+            "channels.email.starttls",
+            "set only `tls` (`starttls` is its deprecated spelling)",
+        ));
+    }
+    if m.username.is_some() && !matches!(m.tls_mode(), SmtpTls::Starttls | SmtpTls::Implicit) {
+        let field = if m.tls.is_none() && m.starttls.is_some() {
+            "channels.email.starttls"
+        } else {
+            "channels.email.tls"
+        };
+        return Err(field_err(
+            field,
+            "SMTP credentials (`username`) need `tls = \"starttls\"` or \
+             `tls = \"implicit\"`: with `none` or `opportunistic` the password \
+             can travel in clear text",
+        ));
+    }
+    Ok(())
 }
 
 fn check_rate(prefix: &str, rate: f64, timeout_ms: u64) -> Result<(), ConfigError> {

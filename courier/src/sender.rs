@@ -344,7 +344,10 @@ async fn deliver(ctx: &SenderCtx, entry: OutboxEntry, stopping: &AtomicBool) -> 
         attempt += 1;
         ctx.channels.throttle(kind).await;
         let t0 = Instant::now();
-        let r = ctx.channels.send(&entry, &mut progress).await;
+        let r = ctx
+            .channels
+            .send(&entry, &mut progress, ctx.clock.now_ms())
+            .await;
         let secs = t0.elapsed().as_secs_f64();
         let (outcome, err) = match &r {
             Ok(()) => ("ok", None),

@@ -183,6 +183,8 @@ fallback_language = "en"
 channels = ["webhook"]
 [channels.webhook]
 url = "http://127.0.0.1:9/hook"
+allow_http = true
+secret = "k"
 [campaigns.drop]
 deep_link = "https://shop.example/p/{{ item.product_id }}?utm_campaign={{ campaign }}"
 [campaigns.drop.templates.en]

@@ -2,11 +2,13 @@
 //! start with an error naming the field.
 
 use std::process::Command;
-use tripwire_courier::config::Config;
+use tripwire_courier::config::{Config, SmtpTls};
 
 const BASE: &str = r#"
 [channels.webhook]
 url = "http://127.0.0.1:1/hook"
+allow_http = true
+secret = "k"
 [campaigns.c]
 channels = ["webhook"]
 [campaigns.c.templates.en]
@@ -59,6 +61,150 @@ fn bad_fields_are_named() {
             "error for {extra:?} should name `{field}`: {e}"
         );
     }
+}
+
+/// `BASE` with its webhook table replaced by `webhook`, plus `extra`.
+fn with_webhook(webhook: &str, extra: &str) -> String {
+    let rest = BASE.split_once("[campaigns.c]").unwrap().1;
+    format!("[channels.webhook]\n{webhook}\n[campaigns.c]{rest}\n{extra}")
+}
+
+#[test]
+fn webhook_needs_a_key_unless_unsigned() {
+    let url = "url = \"https://hooks.example/x\"\n";
+    // No key: refused, naming the field and the opt-in.
+    let e = err(&with_webhook(url, ""));
+    assert!(
+        e.contains("channels.webhook.secret") && e.contains("unsigned = true"),
+        "{e}"
+    );
+    // An empty key is no key.
+    let e = err(&with_webhook(&format!("{url}secret = \"\""), ""));
+    assert!(
+        e.contains("channels.webhook.secret") && e.contains("empty"),
+        "{e}"
+    );
+    // Explicitly unsigned: accepted.
+    let c = Config::from_toml(&with_webhook(&format!("{url}unsigned = true"), "")).unwrap();
+    assert!(c.channels.webhook.unwrap().unsigned);
+    // A key and `unsigned = true` contradict each other.
+    let e = err(&with_webhook(
+        &format!("{url}secret = \"k\"\nunsigned = true"),
+        "",
+    ));
+    assert!(e.contains("channels.webhook.unsigned"), "{e}");
+    // A key: accepted, signed (the default).
+    let c = Config::from_toml(&with_webhook(&format!("{url}secret = \"k\""), "")).unwrap();
+    assert!(!c.channels.webhook.unwrap().unsigned);
+    // Unknown fields are still refused.
+    let e = err(&with_webhook(
+        &format!("{url}secret = \"k\"\nsigned = false"),
+        "",
+    ));
+    assert!(e.contains("signed"), "{e}");
+}
+
+#[test]
+fn plain_http_needs_allow_http() {
+    // Refused for every HTTP channel and every host, loopback included.
+    let cases = [
+        (
+            with_webhook("url = \"http://127.0.0.1:8080/x\"\nsecret = \"k\"", ""),
+            "channels.webhook.url",
+        ),
+        (
+            with_webhook(
+                "url = \"https://h.example/x\"\nsecret = \"k\"",
+                "[channels.push]\nendpoint = \"http://localhost:9000\"\nproject_id = \"p\"\n",
+            ),
+            "channels.push.endpoint",
+        ),
+        (
+            with_webhook(
+                "url = \"https://h.example/x\"\nsecret = \"k\"",
+                "[channels.sms]\nurl = \"http://sms.example/v1\"\nsender = \"S\"\n",
+            ),
+            "channels.sms.url",
+        ),
+    ];
+    for (text, field) in &cases {
+        let e = err(text);
+        assert!(
+            e.contains(field) && e.contains("allow_http = true"),
+            "{field}: {e}"
+        );
+        // With the opt-in in the same table: accepted.
+        let table = field.rsplit_once('.').unwrap().0;
+        let header = format!("[{table}]\n");
+        let text = text.replacen(&header, &format!("{header}allow_http = true\n"), 1);
+        Config::from_toml(&text).unwrap_or_else(|e| panic!("{field} with allow_http: {e}"));
+    }
+    // https needs no opt-in; the default FCM endpoint is https.
+    Config::from_toml(&with_webhook(
+        "url = \"https://h.example/x\"\nsecret = \"k\"",
+        "[channels.push]\nproject_id = \"p\"\n[channels.sms]\nurl = \"https://s.example\"\nsender = \"S\"\n",
+    ))
+    .unwrap();
+    // Other schemes stay refused, with or without the opt-in.
+    let e = err(&with_webhook(
+        "url = \"ftp://h.example/x\"\nsecret = \"k\"\nallow_http = true",
+        "",
+    ));
+    assert!(e.contains("channels.webhook.url"), "{e}");
+}
+
+#[test]
+fn smtp_credentials_need_tls() {
+    let email = |tls: &str, user: bool| {
+        format!(
+            "{BASE}\n[channels.email]\nsmtp_host = \"smtp.example\"\nfrom = \"a@b.example\"\n{tls}\n{}",
+            if user { "username = \"u\"\n" } else { "" }
+        )
+    };
+    // Credentials over a connection that may be plain text: refused.
+    for (tls, field) in [
+        ("", "channels.email.tls"),
+        ("tls = \"none\"", "channels.email.tls"),
+        ("tls = \"opportunistic\"", "channels.email.tls"),
+        ("starttls = \"off\"", "channels.email.starttls"),
+        ("starttls = \"opportunistic\"", "channels.email.starttls"),
+    ] {
+        let e = err(&email(tls, true));
+        assert!(
+            e.contains(field) && e.contains("starttls") && e.contains("implicit"),
+            "{tls:?}: {e}"
+        );
+        // Without credentials these modes stay allowed.
+        Config::from_toml(&email(tls, false)).unwrap();
+    }
+    // STARTTLS required or implicit TLS: accepted, with the right port.
+    for (tls, mode, port) in [
+        ("tls = \"starttls\"", SmtpTls::Starttls, 587),
+        ("starttls = \"required\"", SmtpTls::Starttls, 587),
+        ("tls = \"implicit\"", SmtpTls::Implicit, 465),
+        (
+            "tls = \"implicit\"\nsmtp_port = 2465",
+            SmtpTls::Implicit,
+            2465,
+        ),
+    ] {
+        let c = Config::from_toml(&email(tls, true)).unwrap_or_else(|e| panic!("{tls}: {e}"));
+        let m = c.channels.email.unwrap();
+        assert_eq!((m.tls_mode(), m.port()), (mode, port), "{tls}");
+    }
+    // Defaults without credentials: opportunistic STARTTLS on 587.
+    let m = Config::from_toml(&email("", false))
+        .unwrap()
+        .channels
+        .email
+        .unwrap();
+    assert_eq!((m.tls_mode(), m.port()), (SmtpTls::Opportunistic, 587));
+    // Both spellings at once: refused.
+    let e = err(&email("tls = \"starttls\"\nstarttls = \"required\"", true));
+    assert!(e.contains("channels.email.starttls"), "{e}");
+    // Unknown values: refused.
+    let e = err(&email("tls = \"ssl\"", false));
+    assert!(e.contains("tls"), "{e}");
 }
 
 #[test]

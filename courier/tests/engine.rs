@@ -26,18 +26,21 @@ max_backoff_ms = 100
 
 [channels.webhook]
 url = "{hook}"
+allow_http = true
 secret = "s3cret"
 timeout_ms = 2000
 rate_per_sec = 1000
 
 [channels.push]
 endpoint = "{base}"
+allow_http = true
 project_id = "shop-app"
 access_token = "fcm-token"
 rate_per_sec = 1000
 
 [channels.sms]
 url = "{sms}"
+allow_http = true
 sender = "SHOP"
 auth_token = "sms-token"
 rate_per_sec = 1000
@@ -45,7 +48,7 @@ rate_per_sec = 1000
 [channels.email]
 smtp_host = "127.0.0.1"
 smtp_port = {smtp_port}
-starttls = "off"
+tls = "none"
 from = "Shop <noreply@shop.example>"
 rate_per_sec = 1000
 
@@ -95,36 +98,42 @@ fn push_profile(user: &str) -> serde_json::Value {
 }
 
 async fn setup(extra: &str) -> (HttpSink, SmtpServer, Harness, tempfile::TempDir) {
+    setup_with(extra, |c| c).await
+}
+
+/// `setup` with the configuration text edited by `edit`.
+async fn setup_with(
+    extra: &str,
+    edit: impl FnOnce(String) -> String,
+) -> (HttpSink, SmtpServer, Harness, tempfile::TempDir) {
     let sink = HttpSink::start(true).await.unwrap();
     let smtp = SmtpServer::start();
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::new(
-        &config(&sink, smtp.port, extra),
+        &edit(config(&sink, smtp.port, extra)),
         &dir.path().join("s.redb"),
         NOON_UTC,
     );
     (sink, smtp, h, dir)
 }
 
-/// HMAC-SHA256 (RFC 2104), independent of the courier's signing code.
-fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
+/// A webhook outbox entry for `Channels::send` called directly.
+fn webhook_entry(id: &str) -> tripwire_courier::channels::OutboxEntry {
+    use tripwire_courier::channels::{Destination, OutboxEntry};
+    OutboxEntry {
+        trigger: serde_json::from_value(trigger(id, "hook", "u1", NOON_UTC)).unwrap(),
+        channel: "webhook".into(),
+        variant: Variant::Treatment,
+        destination: Destination::Webhook,
+        message: tripwire_courier::template::Rendered {
+            language: "en".into(),
+            title: "t".into(),
+            subject: "t".into(),
+            body: "b".into(),
+            deep_link: String::new(),
+        },
+        decided_at: NOON_UTC,
     }
-    let pad = |b: u8| k.map(|x| x ^ b);
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
 }
 
 #[test]
@@ -144,6 +153,59 @@ fn the_test_hmac_matches_rfc_4231() {
     );
 }
 
+#[test]
+fn courier_sign_matches_rfc_4231() {
+    use tripwire_courier::channels::sign;
+    // RFC 4231, test case 2, against the courier's signing function.
+    assert_eq!(
+        sign(b"Jefe", b"what do ya want for nothing?"),
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    );
+    // Test case 6: a key longer than the block.
+    assert_eq!(
+        sign(
+            &[0xaa; 131],
+            b"Test Using Larger Than Block-Size Key - Hash Key First"
+        ),
+        "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+    );
+}
+
+#[test]
+fn signature_header_is_the_documented_hmac() {
+    use tripwire_courier::channels::signature_header;
+    let body = br#"{"trigger_id":"t.1","body":"x"}"#;
+    for key in [&b"s3cret"[..], &[0x42; 100][..]] {
+        let h = signature_header(key, 1_705_320_000, "t.1", body);
+        assert_signature_shape(&h);
+        // Recomputed from the documented string with the test's own HMAC.
+        let expected = hex::encode(hmac_sha256(
+            key,
+            &[&b"1705320000.t.1."[..], &body[..]].concat(),
+        ));
+        assert_eq!(h, format!("t=1705320000,v1={expected}"));
+        assert_eq!(
+            verify_webhook(key, &h, "t.1", body, 1_705_320_000, 300),
+            Ok(1_705_320_000)
+        );
+    }
+}
+
+#[test]
+fn documented_signature_example() {
+    // The worked example of docs/courier.md ("Webhook signature"),
+    // computed there with Python's hmac module.
+    let body = br#"{"trigger_id":"t1"}"#;
+    let h = tripwire_courier::channels::signature_header(b"s3cret", 1_705_320_000, "t1", body);
+    let expected =
+        "t=1705320000,v1=80a9db50d214fc8381f4ba3e756b27c5de9c3f5795f2f338596707214dabf18c";
+    assert_eq!(h, expected);
+    assert_eq!(
+        verify_webhook(b"s3cret", expected, "t1", body, 1_705_320_000, 300),
+        Ok(1_705_320_000)
+    );
+}
+
 #[tokio::test]
 async fn webhook_is_signed_and_idempotent() {
     let (sink, _smtp, mut h, _d) = setup("").await;
@@ -155,12 +217,32 @@ async fn webhook_is_signed_and_idempotent() {
     let r = &reqs[0];
     assert_eq!(r.path, "/hook");
     assert_eq!(r.headers["idempotency-key"], "t1");
-    // Checked with an HMAC written here from RFC 2104 over SHA-256, not with
-    // the code under test.
-    assert_eq!(
-        r.headers["x-tripwire-signature"],
-        format!("sha256={}", hex::encode(hmac_sha256(b"s3cret", &r.body)))
+    assert!(
+        !r.headers.contains_key("x-tripwire-signature"),
+        "the old body-only header is gone"
     );
+    // `t=<secs>,v1=<hex>`, checked as a receiver would, with an HMAC written
+    // here from RFC 2104 over SHA-256, not with the code under test, over
+    // "<t>.<idempotency key>.<body>".
+    let sig = &r.headers["tripwire-signature"];
+    assert_signature_shape(sig);
+    let now_s = tripwire_courier::clock::Clock::now_ms(&h.clock) / 1000;
+    let t = verify_webhook(b"s3cret", sig, "t1", &r.body, now_s, 5).unwrap();
+    // The courier's clock at the attempt (the harness pins it at noon).
+    assert_eq!(t, NOON_UTC / 1000);
+    // What the signature protects: the body, the idempotency key, the time,
+    // and it takes the right key.
+    let mut tampered = r.body.clone();
+    let n = tampered.len();
+    tampered[n - 2] ^= 1;
+    assert!(verify_webhook(b"s3cret", sig, "t1", &tampered, now_s, 5).is_err());
+    assert!(verify_webhook(b"s3cret", sig, "t2", &r.body, now_s, 5).is_err());
+    assert!(verify_webhook(b"other", sig, "t1", &r.body, now_s, 5).is_err());
+    let v1 = sig.split_once(",v1=").unwrap().1;
+    let shifted = format!("t={},v1={v1}", t + 1);
+    assert!(verify_webhook(b"s3cret", &shifted, "t1", &r.body, now_s, 5).is_err());
+    // A replay 10 minutes later is refused by the tolerance.
+    assert!(verify_webhook(b"s3cret", sig, "t1", &r.body, now_s + 600, 300).is_err());
     let body = r.json();
     assert_eq!(body["trigger_id"], "t1");
     assert_eq!(body["body"], "b p1");
@@ -427,6 +509,20 @@ async fn endpoint_fails_then_recovers_and_permanent_failures() {
     assert_eq!(r.status, Status::Sent);
     assert_eq!(r.attempts, Some(3));
     assert_eq!(sink.accepted().len(), 1);
+    // Every attempt is signed the same way (the same key, its own time).
+    let reqs = sink.requests();
+    assert_eq!(reqs.len(), 3);
+    for q in &reqs {
+        verify_webhook(
+            b"s3cret",
+            &q.headers["tripwire-signature"],
+            "t1",
+            &q.body,
+            NOON_UTC / 1000,
+            5,
+        )
+        .unwrap();
+    }
     // Permanent: 400 is not retried.
     sink.fail_next(1, 400);
     h.feed(&[trigger("t2", "hook", "u2", NOON_UTC)]).await;
@@ -593,4 +689,85 @@ async fn webhook_timeout_is_transient_and_retried() {
         "tripwire_courier_send_attempts_total{channel=\"webhook\",outcome=\"transient\"} 1"
     ));
     h.stop().await;
+}
+
+#[tokio::test]
+async fn each_attempt_signs_with_its_own_time() {
+    use tripwire_courier::channels::{Channels, Progress};
+    use tripwire_courier::config::Config;
+    let sink = HttpSink::start(true).await.unwrap();
+    let cfg = Config::from_toml(&config(&sink, 1, "")).unwrap();
+    let ch = Channels::new(&cfg).unwrap();
+    let e = webhook_entry("t.9");
+    // A first attempt, and a retry 6 minutes later: the retry carries its
+    // own timestamp, so a receiver with a 5-minute tolerance accepts it.
+    let t0 = NOON_UTC + 999; // ms are cut, not rounded
+    for now_ms in [t0, t0 + 360_000] {
+        ch.send(&e, &mut Progress::default(), now_ms).await.unwrap();
+    }
+    let reqs = sink.requests();
+    assert_eq!(reqs.len(), 2);
+    for (q, now_ms) in reqs.iter().zip([t0, t0 + 360_000]) {
+        assert_eq!(q.headers["idempotency-key"], "t.9");
+        let t = verify_webhook(
+            b"s3cret",
+            &q.headers["tripwire-signature"],
+            "t.9",
+            &q.body,
+            now_ms / 1000,
+            300,
+        )
+        .unwrap();
+        assert_eq!(t, now_ms / 1000);
+    }
+}
+
+#[tokio::test]
+async fn unsigned_webhook_only_when_configured_so() {
+    use tripwire_courier::channels::{Channels, Progress};
+    use tripwire_courier::config::Config;
+    let sink = HttpSink::start(true).await.unwrap();
+    let text = config(&sink, 1, "").replace("secret = \"s3cret\"", "unsigned = true");
+    let cfg = Config::from_toml(&text).unwrap();
+    let ch = Channels::new(&cfg).unwrap();
+    ch.send(&webhook_entry("u.1"), &mut Progress::default(), NOON_UTC)
+        .await
+        .unwrap();
+    let q = &sink.requests()[0];
+    assert_eq!(q.headers["idempotency-key"], "u.1");
+    assert!(!q.headers.contains_key("tripwire-signature"));
+    // Without the opt-in, the same table without a key is refused.
+    let text = config(&sink, 1, "").replace("secret = \"s3cret\"", "");
+    let e = Config::from_toml(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("channels.webhook.secret") && e.contains("unsigned = true"),
+        "{e}"
+    );
+}
+
+/// `tls = "implicit"` and `tls = "starttls"` against a plain-text SMTP
+/// server that offers no STARTTLS: nothing is delivered (no fallback to
+/// plain text), the send fails after its retries.
+#[tokio::test]
+async fn smtp_tls_modes_never_fall_back_to_plain_text() {
+    for mode in ["implicit", "starttls"] {
+        let (sink, smtp, mut h, _d) = setup_with("", |c| {
+            c.replace("tls = \"none\"", &format!("tls = \"{mode}\""))
+        })
+        .await;
+        let mut p = push_profile("u1");
+        p["consent"]["push"] = json!(false);
+        h.profiles(&[p]);
+        h.feed(&[trigger("t1", "cart", "u1", NOON_UTC)]).await;
+        h.wait_sends(1).await;
+        assert_eq!(sink.count(), 0);
+        assert!(smtp.mails().is_empty(), "{mode}: delivered in plain text");
+        let r = &h.receipt("t1")[0];
+        assert_eq!(
+            (r.status, r.channel.as_deref(), r.reason.as_deref()),
+            (Status::Failed, Some("email"), Some("retries_exhausted")),
+            "{mode}"
+        );
+        h.stop().await;
+    }
 }

@@ -136,9 +136,11 @@ max_backoff_ms = 200
 
 [channels.webhook]
 url = "{hook}"
+allow_http = true
 secret = "k"
 [channels.push]
 endpoint = "{base}"
+allow_http = true
 project_id = "p"
 access_token = "t"
 
@@ -295,11 +297,13 @@ async fn end_to_end_over_kafka() {
     produce(&p, "triggers", "u4", Some(&trig("t4", "hook", "u4"))).await;
     produce(&p, "triggers", "u1", Some(&trig("t1", "cart", "u1"))).await; // redelivery
 
+    let started_s = unix_now_s();
     let mut child = start_courier(&b, dir.path(), &[], &[]);
     let rs = receipts_until(&b, Duration::from_secs(60), |rs| {
         rs.len() >= 6 && rs.iter().filter(|r| r.status == Status::Sent).count() >= 2
     })
     .await;
+    let done_s = unix_now_s();
     let one = |id: &str| {
         let v = status_of(&rs, id);
         assert!(!v.is_empty(), "no receipt for {id}: {rs:#?}");
@@ -320,6 +324,21 @@ async fn end_to_end_over_kafka() {
         && r.user_id == "u4"));
     let accepted = sink.accepted();
     assert_eq!(accepted.len(), 2, "one push (one token) and one webhook");
+    // The webhook, signed by the real binary on the system clock: verified
+    // with the tests' own HMAC over "<t>.<idempotency key>.<body>", and `t`
+    // lies within the run (a few seconds of now).
+    let hook = accepted
+        .iter()
+        .find(|r| r.path == "/hook")
+        .expect("webhook");
+    assert_eq!(hook.headers["idempotency-key"], "t4");
+    let sig = &hook.headers["tripwire-signature"];
+    assert_signature_shape(sig);
+    let t = verify_webhook(b"k", sig, "t4", &hook.body, done_s, 300).unwrap();
+    assert!(
+        (started_s..=done_s).contains(&t),
+        "t={t} outside the run [{started_s}, {done_s}]"
+    );
     assert!(accepted
         .iter()
         .any(|r| r.json()["message"]["token"] == "tok-u1"));

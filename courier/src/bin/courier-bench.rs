@@ -72,15 +72,18 @@ max_in_flight = {in_flight}
 
 [channels.webhook]
 url = "{hook}"
+allow_http = true
 secret = "bench-secret"
 rate_per_sec = 1000000
 [channels.push]
 endpoint = "{base}"
+allow_http = true
 project_id = "bench"
 access_token = "t"
 rate_per_sec = 1000000
 [channels.sms]
 url = "{sms}"
+allow_http = true
 sender = "SHOP"
 rate_per_sec = 1000000
 "#,

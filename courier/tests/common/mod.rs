@@ -270,6 +270,97 @@ impl SmtpServer {
     }
 }
 
+/// HMAC-SHA256 (RFC 2104), independent of the courier's signing code.
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| k.map(|x| x ^ b);
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// Constant-time equality of two byte strings (the length is not secret).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A receiver's check of a webhook request as docs/courier.md describes it,
+/// written from the documentation with the independent HMAC above (never
+/// with `channels::sign`): parse `t=<secs>,v1=<hex>` (unknown keys ignored,
+/// several `v1` allowed), refuse a `t` more than `tolerance_s` away from
+/// `now_s`, recompute HMAC-SHA256(key, "<t>.<idempotency key>.<body>") and
+/// compare in constant time. Returns `t`.
+pub fn verify_webhook(
+    key: &[u8],
+    header: &str,
+    idempotency_key: &str,
+    body: &[u8],
+    now_s: i64,
+    tolerance_s: i64,
+) -> Result<i64, String> {
+    let mut t = None;
+    let mut v1 = Vec::new();
+    for part in header.split(',') {
+        let (k, v) = part
+            .trim()
+            .split_once('=')
+            .ok_or_else(|| format!("malformed element {part:?}"))?;
+        match k {
+            "t" => t = Some(v.parse::<i64>().map_err(|_| format!("bad t {v:?}"))?),
+            "v1" => v1.push(v.to_string()),
+            _ => {}
+        }
+    }
+    let t = t.ok_or("no t")?;
+    if (now_s - t).abs() > tolerance_s {
+        return Err(format!("t={t} is more than {tolerance_s} s from {now_s}"));
+    }
+    let mut signed = format!("{t}.{idempotency_key}.").into_bytes();
+    signed.extend_from_slice(body);
+    let expected = hex::encode(hmac_sha256(key, &signed));
+    if v1.iter().any(|s| ct_eq(s.as_bytes(), expected.as_bytes())) {
+        Ok(t)
+    } else {
+        Err("signature mismatch".into())
+    }
+}
+
+/// Checks the exact shape `t=<decimal>,v1=<64 lower-case hex>`.
+pub fn assert_signature_shape(header: &str) {
+    let (t, v1) = header
+        .strip_prefix("t=")
+        .and_then(|r| r.split_once(",v1="))
+        .unwrap_or_else(|| panic!("not t=..,v1=..: {header:?}"));
+    assert!(
+        !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()),
+        "t is not decimal seconds: {header:?}"
+    );
+    assert!(
+        v1.len() == 64 && v1.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        "v1 is not 64 lower-case hex digits: {header:?}"
+    );
+}
+
+/// The system clock, Unix seconds.
+pub fn unix_now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
 // ---------------------------------------------------------------- tansu
 
 /// The tansu binary: $TANSU_BIN, else `tansu` on PATH, else
