@@ -3,15 +3,21 @@
 //! Transport (Kafka, recording files) hands this module payload bytes and
 //! a topic; it returns a typed [`Input`] or a [`BadRecord`] saying why the
 //! payload breaks the contract. Unknown fields are ignored everywhere.
+//!
+//! Trigger records leave as JSON through [`TriggerJson`], a view that
+//! leaves out the fields that are `None`: the dataflow's [`Trigger`] and
+//! [`Item`] keep plain serde derives, because between processes timely
+//! serialises them with bincode, which cannot skip a field.
 
 mod fast;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use thiserror::Error;
 
 use dataflows::model::{
-    Body, CatalogMsg, Channel, Event, Input, Money, OrderItem, PriceMsg, StockMsg, Str, Trigger,
+    Body, CatalogMsg, Channel, Event, Input, Item, Money, OrderItem, PriceMsg, StockMsg, Str, Time,
+    Trigger,
 };
 
 /// The input topics of the job, by role.
@@ -607,6 +613,151 @@ pub fn decode_line_within(
     Ok((topic, input))
 }
 
+/// A trigger record's JSON form (wire.md, "Output topic"): its fields in
+/// this order, those that are `None` left out. Every writer of trigger
+/// records as JSON goes through it ([`encode_trigger`]); the dataflow's
+/// [`Trigger`] has no JSON-only serde attribute (see `dataflows::model`).
+/// Reading a record back needs no view: `Trigger`'s derive reads a missing
+/// optional field as `None`.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct TriggerJson<'a> {
+    trigger_id: &'a str,
+    campaign: &'a str,
+    kind: &'a str,
+    user_id: &'a str,
+    ts: Time,
+    items: ItemsJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    category_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    language: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timezone: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audience: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reminder: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channels: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    template: Option<&'a str>,
+}
+
+impl<'a> From<&'a Trigger> for TriggerJson<'a> {
+    fn from(t: &'a Trigger) -> Self {
+        // Every field by name: a field added to `Trigger` must be added here.
+        let Trigger {
+            trigger_id,
+            campaign,
+            kind,
+            user_id,
+            ts,
+            items,
+            query,
+            category_id,
+            order_id,
+            language,
+            timezone,
+            audience,
+            reminder,
+            priority,
+            channels,
+            template,
+        } = t;
+        TriggerJson {
+            trigger_id,
+            campaign,
+            kind,
+            user_id,
+            ts: *ts,
+            items: ItemsJson(items),
+            query: query.as_deref(),
+            category_id: category_id.as_deref(),
+            order_id: order_id.as_deref(),
+            language: language.as_deref(),
+            timezone: timezone.as_deref(),
+            audience: audience.as_deref(),
+            reminder: *reminder,
+            priority: *priority,
+            channels: channels.as_deref(),
+            template: template.as_deref(),
+        }
+    }
+}
+
+/// The JSON form of a trigger record's `items`: each an [`ItemJson`].
+#[derive(Clone, Copy, Debug)]
+pub struct ItemsJson<'a>(pub &'a [Item]);
+
+impl Serialize for ItemsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(ItemJson::from))
+    }
+}
+
+/// One item's JSON form: its fields in this order, those that are `None`
+/// left out.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ItemJson<'a> {
+    product_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quantity: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    price: Option<Money>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old_price: Option<Money>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    category_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_url: Option<&'a str>,
+}
+
+impl<'a> From<&'a Item> for ItemJson<'a> {
+    fn from(i: &'a Item) -> Self {
+        // Every field by name: a field added to `Item` must be added here.
+        let Item {
+            product_id,
+            quantity,
+            price,
+            old_price,
+            category_id,
+            title,
+            url,
+            image_url,
+        } = i;
+        ItemJson {
+            product_id,
+            quantity: *quantity,
+            price: *price,
+            old_price: *old_price,
+            category_id: category_id.as_deref(),
+            title: title.as_deref(),
+            url: url.as_deref(),
+            image_url: image_url.as_deref(),
+        }
+    }
+}
+
+/// A trigger record as a JSON value (its payload's form), for tests and tools.
+pub fn trigger_value(t: &Trigger) -> serde_json::Value {
+    serde_json::to_value(TriggerJson::from(t)).expect("trigger records always serialise")
+}
+
+/// Items as a JSON value (their form in a trigger record's payload).
+pub fn items_value(items: &[Item]) -> serde_json::Value {
+    serde_json::to_value(ItemsJson(items)).expect("trigger records always serialise")
+}
+
 /// Encodes a trigger record as its JSON payload.
 pub fn encode_trigger(t: &Trigger) -> Vec<u8> {
     encode_trigger_cut(t).0
@@ -623,27 +774,27 @@ pub const MAX_TRIGGER_BYTES: usize = 900_000;
 /// many items were dropped. Replay and the live job cut alike, so the bytes
 /// stay the same on both paths.
 pub fn encode_trigger_cut(t: &Trigger) -> (Vec<u8>, usize) {
-    let bytes = serde_json::to_vec(t).expect("trigger records always serialise");
+    let mut view = TriggerJson::from(t);
+    let bytes = serde_json::to_vec(&view).expect("trigger records always serialise");
     if bytes.len() <= MAX_TRIGGER_BYTES || t.items.is_empty() {
         return (bytes, 0);
     }
-    let mut cut = t.clone();
-    let all = std::mem::take(&mut cut.items);
-    let size = |cut: &mut Trigger, n: usize| {
-        cut.items = all[..n].to_vec();
-        serde_json::to_vec(&*cut).expect("trigger records always serialise")
+    let all = t.items.as_slice();
+    let mut size = |n: usize| {
+        view.items = ItemsJson(&all[..n]);
+        serde_json::to_vec(&view).expect("trigger records always serialise")
     };
     // The longest prefix that fits: `lo` fits (none at worst), `hi + 1` not.
     let (mut lo, mut hi) = (0, all.len() - 1);
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
-        if size(&mut cut, mid).len() <= MAX_TRIGGER_BYTES {
+        if size(mid).len() <= MAX_TRIGGER_BYTES {
             lo = mid;
         } else {
             hi = mid - 1;
         }
     }
-    (size(&mut cut, lo), all.len() - lo)
+    (size(lo), all.len() - lo)
 }
 
 #[cfg(test)]
@@ -663,7 +814,7 @@ mod tests {
         t.items = (0..10).map(item).collect();
         let (small, dropped) = encode_trigger_cut(&t);
         assert_eq!(dropped, 0);
-        assert_eq!(small, serde_json::to_vec(&t).unwrap());
+        assert_eq!(small, serde_json::to_vec(&TriggerJson::from(&t)).unwrap());
         t.items = (0..1000).map(item).collect();
         let (bytes, dropped) = encode_trigger_cut(&t);
         assert!(bytes.len() <= MAX_TRIGGER_BYTES, "{}", bytes.len());
@@ -673,7 +824,92 @@ mod tests {
         // One more item would not have fitted.
         let mut more = back.clone();
         more.items.push(t.items[back.items.len()].clone());
-        assert!(serde_json::to_vec(&more).unwrap().len() > MAX_TRIGGER_BYTES);
+        assert!(serde_json::to_vec(&TriggerJson::from(&more)).unwrap().len() > MAX_TRIGGER_BYTES);
+    }
+
+    /// A trigger record with fields set and unset, as the payload has always
+    /// been: `None` fields left out, keys in this order.
+    fn sample_trigger() -> Trigger {
+        Trigger {
+            trigger_id: "3f2a".into(),
+            campaign: "drop".into(),
+            kind: "price_drop".into(),
+            user_id: "u1".into(),
+            ts: 1_700_000_000_123,
+            items: vec![
+                Item {
+                    product_id: "p1".into(),
+                    price: Some(Money(19.5)),
+                    old_price: Some(Money(25.0)),
+                    title: Some("Lamp \"Nova\"".into()),
+                    ..Item::default()
+                },
+                Item {
+                    quantity: Some(2),
+                    category_id: Some("c9".into()),
+                    url: Some("https://shop.example/p2".into()),
+                    image_url: Some("https://img.example/p2.jpg".into()),
+                    ..Item::product("p2")
+                },
+                Item::product("p3"),
+            ],
+            query: None,
+            category_id: None,
+            order_id: None,
+            language: Some("az".into()),
+            timezone: None,
+            audience: Some("cart".into()),
+            reminder: None,
+            priority: None,
+            channels: None,
+            template: None,
+        }
+    }
+
+    #[test]
+    fn trigger_json_leaves_out_absent_fields() {
+        let t = sample_trigger();
+        let expected = concat!(
+            r#"{"trigger_id":"3f2a","campaign":"drop","kind":"price_drop","user_id":"u1","#,
+            r#""ts":1700000000123,"items":[{"product_id":"p1","price":19.5,"old_price":25.0,"#,
+            r#""title":"Lamp \"Nova\""},{"product_id":"p2","quantity":2,"category_id":"c9","#,
+            r#""url":"https://shop.example/p2","image_url":"https://img.example/p2.jpg"},"#,
+            r#"{"product_id":"p3"}],"language":"az","audience":"cart"}"#
+        );
+        assert_eq!(String::from_utf8(encode_trigger(&t)).unwrap(), expected);
+        assert_eq!(
+            trigger_value(&t),
+            serde_json::from_str::<serde_json::Value>(expected).unwrap()
+        );
+        // Read back with the dataflow type's own derive: absent fields are `None`.
+        let back: Trigger = serde_json::from_str(expected).unwrap();
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn trigger_json_with_every_field() {
+        let t = Trigger {
+            query: Some("shoes".into()),
+            category_id: Some("c1".into()),
+            order_id: Some("o1".into()),
+            timezone: Some("Asia/Baku".into()),
+            reminder: Some(true),
+            priority: Some(-3),
+            channels: Some(vec!["push".into(), "email".into()]),
+            template: Some("t-1".into()),
+            items: vec![Item::product("p1")],
+            ..sample_trigger()
+        };
+        let expected = concat!(
+            r#"{"trigger_id":"3f2a","campaign":"drop","kind":"price_drop","user_id":"u1","#,
+            r#""ts":1700000000123,"items":[{"product_id":"p1"}],"query":"shoes","#,
+            r#""category_id":"c1","order_id":"o1","language":"az","timezone":"Asia/Baku","#,
+            r#""audience":"cart","reminder":true,"priority":-3,"channels":["push","email"],"#,
+            r#""template":"t-1"}"#
+        );
+        assert_eq!(String::from_utf8(encode_trigger(&t)).unwrap(), expected);
+        let back: Trigger = serde_json::from_str(expected).unwrap();
+        assert_eq!(back, t);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The live job: Kafka in, triggers out.
 //!
-//! Each timely worker of this process reads a static share of the input
-//! partitions (partition `p` of every input topic to worker `p % peers`,
+//! Each timely worker reads a static share of the input partitions
+//! (partition `p` of every input topic to worker `p % peers`; worker
+//! indices and `peers` span every process of a cluster, `--processes`;
 //! assigned explicitly, no group balancing), decodes each record with the
 //! codec and hands it to its [`Job`]. Bad records go to the dead-letter
 //! topic. Event time follows triggers.md (*Time*): a partition's watermark is
@@ -21,8 +22,15 @@
 //! before `S`, and does not write again the triggers it finds already on
 //! the trigger topic after the previous checkpoint. Trigger ids are
 //! deterministic, so whatever is derived again carries the same id and bytes.
+//!
+//! Cluster mode (`--processes N`, docs/cluster.md): timely's multi-process
+//! mode; records that cross a process boundary are serialised with bincode
+//! (`dataflows/tests/bincode_roundtrip.rs`). Each worker has its own
+//! producer, each process its own metrics endpoint; a stop (signal) of any
+//! process stops every process (`JobStop`); a process that dies takes the
+//! others down (timely's communication threads panic). No recovery yet.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,8 +51,8 @@ use crate::config::Config;
 use crate::kafka::{self, Output, Progress, StartAt};
 use crate::runtime::Job;
 use crate::telemetry::{
-    self, BadRecordSeen, DeadLettered, FrontierAdvanced, LateEvent, RecordsRead, Recovered,
-    TriggerCut, TriggerEmitted, TriggerReplayed,
+    self, BadRecordSeen, DeadLettered, FrontierAdvanced, LateEvent, LateSummary, RecordsRead,
+    Recovered, TriggerCut, TriggerEmitted, TriggerReplayed,
 };
 
 /// `tripwire run` arguments.
@@ -206,6 +214,7 @@ pub fn run(args: RunArgs, config: Config, workers: usize) -> anyhow::Result<()> 
             args.brokers
         );
         check_output_topics(&probe, &args, &config)?;
+        warn_few_partitions(&parts, &names, workers * args.processes.max(1));
         match &saved {
             Some(Some(cp)) => {
                 let starts = resume_starts(&probe, &parts, cp, &args)?;
@@ -248,6 +257,8 @@ pub fn run(args: RunArgs, config: Config, workers: usize) -> anyhow::Result<()> 
         group_id = %group_id,
         partitions = starts.len(),
         workers,
+        processes = args.processes,
+        process = args.process,
         start = %args.start,
         recovery = if recovery.is_some() { args.state_dir.display().to_string() } else { "off".into() },
         "starting the live job"
@@ -380,6 +391,23 @@ fn take_checkpoint(
                 pinned,
             },
         );
+    }
+}
+
+/// Warns about input topics with fewer partitions than there are workers
+/// in all (every process's): partition `p` is read by worker `p % peers`,
+/// so the workers from the partition count up read nothing of that topic.
+fn warn_few_partitions(parts: &[(String, i32)], topics: &[String], peers: usize) {
+    for topic in topics {
+        let n = parts.iter().filter(|(t, _)| t == topic).count();
+        if n > 0 && n < peers {
+            tracing::warn!(
+                topic = %topic,
+                partitions = n,
+                workers = peers,
+                "fewer partitions than workers in all: some workers read nothing of this topic"
+            );
+        }
     }
 }
 
@@ -599,6 +627,55 @@ fn trigger_topic_ends<C: rdkafka::consumer::ConsumerContext>(
     Ok(ends)
 }
 
+/// The stop of the whole job. A process asked to stop (SIGINT/SIGTERM, or
+/// Kafka clients that did not start) sets its `stop` flag; each of its
+/// workers then broadcasts a stop request to every worker of every process,
+/// and a worker leaves its loop once a request has reached it. In one
+/// process the flag alone would do; in a cluster a process that stopped by
+/// itself would leave the others running with a frontier that can no
+/// longer advance (its workers' share of the progress gone), and would wait
+/// for them at exit.
+struct JobStop {
+    input: timely::dataflow::InputHandleVec<Time, ()>,
+    seen: Rc<Cell<bool>>,
+    requested: bool,
+}
+
+impl JobStop {
+    fn build(worker: &mut timely::worker::Worker) -> JobStop {
+        use timely::dataflow::operators::vec::{Broadcast, Input};
+        use timely::dataflow::operators::Inspect;
+        let seen = Rc::new(Cell::new(false));
+        let flag = seen.clone();
+        let input = worker.dataflow::<Time, _, _>(move |scope| {
+            let (input, requests) = scope.new_input::<()>();
+            requests.broadcast().inspect(move |_| flag.set(true));
+            input
+        });
+        JobStop {
+            input,
+            seen,
+            requested: false,
+        }
+    }
+
+    /// Whether to leave the loop: requests the job's stop once `local` (this
+    /// process's flag) is set, and says whether any worker's request has
+    /// arrived (then sets `local` too: the producer stops waiting on a full
+    /// queue).
+    fn now(&mut self, local: &AtomicBool) -> bool {
+        if !self.requested && local.load(Ordering::Relaxed) {
+            self.requested = true;
+            self.input.send(());
+            self.input.flush();
+        }
+        if self.seen.get() {
+            local.store(true, Ordering::SeqCst);
+        }
+        self.seen.get()
+    }
+}
+
 /// Trigger counts shared between the sink (inside the dataflow) and the loop.
 #[derive(Default)]
 struct SinkState {
@@ -695,6 +772,8 @@ fn run_worker(
             },
         )
     };
+    // Built after the job, on every worker in the same order (building is collective).
+    let mut stop = JobStop::build(worker);
     tracing::debug!(worker = index, partitions = mine.len(), "worker started");
 
     // The facts the checkpoint kept for good, for this worker's partitions.
@@ -737,9 +816,10 @@ fn run_worker(
     let mut progress = Progress::new(&mine);
     let mut next_refresh = Instant::now() + shared.watermark_poll;
     let mut frontier = 0u64;
+    let mut late = LateSummary::default();
     let mut error = None;
     if let (Some(consumer), Some(output)) = (&consumer, &output) {
-        while !shared.stop.load(Ordering::Relaxed) {
+        while !stop.now(&shared.stop) {
             let mut n = 0;
             // Records after this are too far in the future (`future_ts`).
             let horizon = kafka::now_ms().saturating_add(shared.max_future_ms);
@@ -788,12 +868,11 @@ fn run_worker(
                         }
                         if job.send(input) {
                             summary.late_events += 1;
-                            LateEvent {
+                            late.add(LateEvent {
                                 topic,
                                 ts,
                                 frontier,
-                            }
-                            .emit();
+                            });
                         }
                     }
                     Err(bad) => {
@@ -836,6 +915,7 @@ fn run_worker(
                     }
                 }
             }
+            late.maybe_log(Instant::now());
             if Instant::now() >= next_refresh {
                 progress.refresh_highs(consumer);
                 next_refresh = Instant::now() + shared.watermark_poll;
@@ -884,13 +964,20 @@ fn run_worker(
         error = Some(anyhow::anyhow!(
             "worker {index}: the Kafka clients did not start (see the log)"
         ));
+        // The stop is the whole job's: every worker of every process learns it.
+        while !stop.now(&shared.stop) {
+            worker.step_or_park(Some(IDLE_PARK));
+        }
     }
 
     // Stop: every worker leaves its loop before any drops the dataflow, and
     // the dataflow is dropped rather than drained, so that timers not yet due
-    // do not fire on the way out.
+    // do not fire on the way out. (Other processes' workers leave theirs
+    // as the stop reaches them; none steps after dropping, so none releases
+    // its share of the progress to let timers fire elsewhere.)
     shared.barrier.wait();
     drop(job);
+    drop(stop);
     for id in worker.installed_dataflows() {
         worker.drop_dataflow(id);
     }

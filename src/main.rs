@@ -308,7 +308,11 @@ fn demo(
         summary.triggers.len()
     )?;
     for t in sample {
-        writeln!(out, "  {}", serde_json::to_string(t)?)?;
+        writeln!(
+            out,
+            "  {}",
+            serde_json::to_string(&tripwire::codec::TriggerJson::from(t))?
+        )?;
     }
     let mut per_campaign: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for t in &summary.triggers {

@@ -218,6 +218,55 @@ impl LateEvent<'_> {
     }
 }
 
+/// Late events of one worker, summarised in one log line at most every
+/// [`LateSummary::EVERY`] (the per-event log is at debug level): how many
+/// were applied at the frontier and how far behind it the oldest was.
+#[derive(Default)]
+pub struct LateSummary {
+    count: u64,
+    max_lag_ms: u64,
+    topic: String,
+    next: Option<std::time::Instant>,
+}
+
+impl LateSummary {
+    /// The shortest time between two summary lines.
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// Counts a late event (and logs it at debug level).
+    pub fn add(&mut self, late: LateEvent<'_>) {
+        late.emit();
+        self.count += 1;
+        let lag = late.frontier.saturating_sub(late.ts);
+        if lag >= self.max_lag_ms {
+            self.max_lag_ms = lag;
+            if self.topic != late.topic {
+                self.topic = late.topic.to_string();
+            }
+        }
+    }
+
+    /// Logs the summary once [`Self::EVERY`] has passed since the last one,
+    /// if any event was late since.
+    pub fn maybe_log(&mut self, now: std::time::Instant) {
+        if self.count == 0 || self.next.is_some_and(|n| now < n) {
+            return;
+        }
+        tracing::warn!(
+            late_events = self.count,
+            oldest_lag_ms = self.max_lag_ms,
+            oldest_topic = %self.topic,
+            "late events applied at the frontier (their time had passed; \
+             a trigger they would have fired earlier fires now or not at all): \
+             raise time.lateness_ms if producers lag"
+        );
+        *self = LateSummary {
+            next: Some(now + Self::EVERY),
+            ..LateSummary::default()
+        };
+    }
+}
+
 /// A trigger record left the job.
 pub struct TriggerEmitted<'a> {
     pub campaign: &'a str,

@@ -15,7 +15,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{create_topics, metric_sum, produce, scrape, Proc, Reader, Rec, Tansu};
+use support::{
+    create_topics, in_time_order, load_recording, metric_sum, now_ms, produce, scrape, stop_job,
+    Proc, Reader, Rec, Tansu,
+};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -31,13 +34,6 @@ fn conformance(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 /// A broker with the job's topics.
 fn broker(dir: &Path) -> Tansu {
     let t = Tansu::start(dir);
@@ -46,43 +42,6 @@ fn broker(dir: &Path) -> Tansu {
     topics.push(("tripwire.dlq", 1));
     create_topics(&t.brokers(), &topics);
     t
-}
-
-/// A recording's lines as records to produce, with their event time; a line
-/// that is not JSON goes to `tracking` as raw bytes, without a key.
-fn load(path: &Path) -> Vec<(Rec, Option<u64>)> {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| match serde_json::from_str::<Value>(line) {
-            Ok(v) => {
-                let ts = v["value"]["ts"].as_u64();
-                let rec = Rec {
-                    topic: v["topic"].as_str().expect("a topic").to_string(),
-                    key: v["key"].as_str().map(str::to_string),
-                    payload: serde_json::to_vec(&v["value"]).unwrap(),
-                };
-                (rec, ts)
-            }
-            Err(_) => (
-                Rec {
-                    topic: "tracking".into(),
-                    key: None,
-                    payload: line.as_bytes().to_vec(),
-                },
-                None,
-            ),
-        })
-        .collect()
-}
-
-/// Records in event-time order (records without a time first), so that each
-/// partition is in event-time order as a live stream is: then no record is
-/// late and the live result must equal the replay.
-fn in_time_order(mut recs: Vec<(Rec, Option<u64>)>) -> Vec<Rec> {
-    recs.sort_by_key(|(_, ts)| *ts);
-    recs.into_iter().map(|(r, _)| r).collect()
 }
 
 /// A JSON value as text with object keys sorted (field order does not count).
@@ -111,25 +70,8 @@ fn canon_bytes(b: &[u8]) -> String {
 /// `tripwire replay` of `inputs`: the trigger records, canonical and sorted.
 fn replay(inputs: &[&Path], until: Option<u64>, dir: &Path, name: &str) -> Vec<String> {
     let out = dir.join(format!("{name}.jsonl"));
-    let mut cmd = Command::new(bin());
-    cmd.arg("replay")
-        .arg("--input")
-        .args(inputs)
-        .arg("--output")
-        .arg(&out);
-    cmd.args(["--workers", "2"]);
-    if let Some(u) = until {
-        cmd.args(["--until", &u.to_string()]);
-    }
-    let res = cmd.output().expect("running tripwire replay");
-    assert!(
-        res.status.success(),
-        "replay failed: {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-    let mut lines: Vec<String> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
+    let mut lines: Vec<String> = support::replay_lines(inputs, until, None, 2, &out)
+        .iter()
         .map(|l| canon_bytes(l.as_bytes()))
         .collect();
     lines.sort();
@@ -153,34 +95,6 @@ fn start_job(brokers: &str, metrics_port: u16, dir: &Path) -> Proc {
     .arg(dir.join("state"))
     .env("RUST_LOG", "info");
     Proc::spawn(cmd, dir.join("job.log"))
-}
-
-/// Stops the job with SIGTERM and checks it exits 0 (with
-/// `TRIPWIRE_TEST_SHOW_LOGS` set, prints its log).
-fn stop_job(job: &mut Proc) {
-    assert!(job.running(), "the job died:\n{}", job.log_tail(30));
-    job.terminate();
-    let status = job.wait(Duration::from_secs(30)).unwrap_or_else(|| {
-        panic!(
-            "the job did not stop within 30 s of SIGTERM:\n{}",
-            job.log_tail(30)
-        )
-    });
-    if std::env::var_os("TRIPWIRE_TEST_SHOW_LOGS").is_some() {
-        eprintln!("job log:\n{}", job.log_tail(200));
-    }
-    assert!(
-        status.success(),
-        "the job exited with {status}:\n{}",
-        job.log_tail(30)
-    );
-    assert!(
-        std::fs::read_to_string(&job.log)
-            .unwrap()
-            .contains("live job stopped"),
-        "no shutdown summary in the log:\n{}",
-        job.log_tail(30)
-    );
 }
 
 /// Asserts two sorted lists of canonical trigger records are equal, showing
@@ -229,7 +143,7 @@ fn live_matches_replay() {
     let tansu = broker(dir.path());
     let brokers = tansu.brokers();
     let input = conformance("gen-small.jsonl");
-    produce(&brokers, &in_time_order(load(&input)));
+    produce(&brokers, &in_time_order(load_recording(&input)));
 
     let until = now_ms();
     let expected = replay(&[&input], Some(until), dir.path(), "expected");
@@ -305,7 +219,7 @@ fn live_matches_replay_for_every_kind() {
     .collect();
     let mut recs = Vec::new();
     for f in &fixtures {
-        recs.extend(load(f));
+        recs.extend(load_recording(f));
     }
     produce(&brokers, &in_time_order(recs));
 
@@ -344,7 +258,7 @@ fn bad_records_are_dead_lettered() {
     let tansu = broker(dir.path());
     let brokers = tansu.brokers();
     let input = conformance("edge-cases.jsonl");
-    let mut recs = load(&input);
+    let mut recs = load_recording(&input);
     let items: Vec<String> = (0..1001)
         .map(|i| format!(r#"{{"product_id":"p{i}"}}"#))
         .collect();
@@ -590,8 +504,8 @@ fn record_round_trip() {
     let brokers = tansu.brokers();
     let edge = conformance("edge-cases.jsonl");
     let small = conformance("gen-small.jsonl");
-    let mut recs = load(&edge);
-    recs.extend(load(&small));
+    let mut recs = load_recording(&edge);
+    recs.extend(load_recording(&small));
     let n = recs.len();
     // Recording order is irrelevant to replay; keep the file order.
     let recs: Vec<Rec> = recs.into_iter().map(|(r, _)| r).collect();
@@ -748,6 +662,76 @@ fn records_far_in_the_future_are_dead_lettered() {
             .contains(r#""event_id":"far""#),
         "{d}"
     );
+    stop_job(&mut job);
+}
+
+/// A record older than the frontier is applied at the frontier, counted
+/// per topic, and summarised in one warning line (count and the oldest
+/// lag) rather than logged one by one.
+#[test]
+fn late_events_are_counted_and_summarised() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let tansu = broker(dir.path());
+    let brokers = tansu.brokers();
+    let event = |id: &str, ts: u64| Rec {
+        topic: "tracking".into(),
+        key: Some("u1".into()),
+        payload: format!(r#"{{"event_id":"{id}","type":"app_open","ts":{ts},"user_id":"u1"}}"#)
+            .into_bytes(),
+    };
+    produce(&brokers, &[event("on-time", now_ms())]);
+    let port = support::free_port();
+    let mut job = start_job(&brokers, port, dir.path());
+    // Once the first record is read, the frontier follows the wall clock
+    // (minus `time.lateness_ms`): a minute ago is late.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let scraped = |name: &str| scrape(port).map_or(0.0, |t| metric_sum(&t, name));
+    let caught_up = || {
+        scrape(port).is_some_and(|t| {
+            metric_sum(&t, "tripwire_input_records_total") >= 1.0
+                && t.lines().any(|l| {
+                    l.strip_prefix("tripwire_frontier_lag_seconds ")
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .is_some_and(|lag| lag > 1.0 && lag < 30.0)
+                })
+        })
+    };
+    while !caught_up() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the frontier did not reach the wall clock within 60 s:\n{}",
+            job.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let now = now_ms();
+    produce(
+        &brokers,
+        &[
+            event("late-1", now - 600_000),
+            event("late-2", now - 60_000),
+        ],
+    );
+    job.await_log(
+        "late events applied at the frontier",
+        Duration::from_secs(30),
+    );
+    let log = std::fs::read_to_string(dir.path().join("job.log")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("late events applied at the frontier"))
+        .unwrap();
+    assert!(line.contains("late_events=2"), "{line}");
+    let lag: u64 = line
+        .split("oldest_lag_ms=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no oldest_lag_ms in {line}"));
+    assert!((590_000..660_000).contains(&lag), "{line}");
+    assert!(line.contains("oldest_topic=tracking"), "{line}");
+    assert_eq!(scraped("tripwire_late_events_total"), 2.0);
     stop_job(&mut job);
 }
 

@@ -4,6 +4,15 @@
 //! totally ordered and serde-serialisable, as timely's exchange and
 //! differential's arrangements require. Decoding from bytes lives in the
 //! binary's codec; this crate never sees JSON text on the input side.
+//!
+//! Their serde form is the one timely's exchanges use, and between
+//! processes (`tripwire run --processes N`) that is bincode, which writes
+//! every field in order and cannot skip one: so no type here (nor any other
+//! type that crosses an exchange) carries a format-specific serde attribute
+//! (`skip_serializing_if`, `untagged`, `flatten`, ...) or a hand-written
+//! `Serialize`. The JSON form of trigger records (absent fields left out)
+//! is the binary's codec's (`codec::TriggerJson`);
+//! `tests/bincode_roundtrip.rs` checks every exchanged type round-trips.
 
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -295,23 +304,17 @@ impl Input {
     }
 }
 
-/// One product in a trigger record.
+/// One product in a trigger record (its JSON form, which leaves out the
+/// fields that are `None`, is the codec's).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Item {
     pub product_id: Str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub quantity: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub price: Option<Money>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub old_price: Option<Money>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub category_id: Option<Str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<Str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<Str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub image_url: Option<Str>,
 }
 
@@ -325,7 +328,10 @@ impl Item {
     }
 }
 
-/// One record of the `triggers` topic (wire.md, "Output topic").
+/// One record of the `triggers` topic (wire.md, "Output topic"). Written
+/// as JSON only through the codec's view (`codec::TriggerJson`), which
+/// leaves out the fields that are `None`; serialised as is, every field is
+/// written (as bincode between processes must).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Trigger {
     pub trigger_id: Str,
@@ -334,27 +340,17 @@ pub struct Trigger {
     pub user_id: Str,
     pub ts: Time,
     pub items: Vec<Item>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub query: Option<Str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub category_id: Option<Str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub order_id: Option<Str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub language: Option<Str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub timezone: Option<Str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub audience: Option<Str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reminder: Option<bool>,
     /// The campaign's pass-through `priority`, when configured.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
     /// The campaign's pass-through `channels`, when configured.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub channels: Option<Vec<String>>,
     /// The campaign's pass-through `template`, when configured.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
 }

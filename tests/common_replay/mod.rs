@@ -32,11 +32,11 @@ pub fn campaigns(kinds: &[(&str, &str)]) -> String {
         .collect()
 }
 
-/// The serialised trigger records.
+/// The serialised trigger records (their payloads, as the codec writes them).
 pub fn serialise(triggers: &[Trigger]) -> Vec<String> {
     triggers
         .iter()
-        .map(|t| serde_json::to_string(t).expect("serialisable trigger"))
+        .map(|t| String::from_utf8(tripwire::codec::encode_trigger(t)).expect("UTF-8 JSON"))
         .collect()
 }
 

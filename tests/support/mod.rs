@@ -239,6 +239,93 @@ pub struct Rec {
     pub payload: Vec<u8>,
 }
 
+/// The `tripwire` binary under test.
+pub fn tripwire_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tripwire")
+}
+
+/// Wall-clock now, ms since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A recording's lines as records to produce, with their event time; a line
+/// that is not JSON goes to `tracking` as raw bytes, without a key.
+pub fn load_recording(path: &Path) -> Vec<(Rec, Option<u64>)> {
+    use serde_json::Value;
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| match serde_json::from_str::<Value>(line) {
+            Ok(v) => {
+                let ts = v["value"]["ts"].as_u64();
+                let rec = Rec {
+                    topic: v["topic"].as_str().expect("a topic").to_string(),
+                    key: v["key"].as_str().map(str::to_string),
+                    payload: serde_json::to_vec(&v["value"]).unwrap(),
+                };
+                (rec, ts)
+            }
+            Err(_) => (
+                Rec {
+                    topic: "tracking".into(),
+                    key: None,
+                    payload: line.as_bytes().to_vec(),
+                },
+                None,
+            ),
+        })
+        .collect()
+}
+
+/// Records in event-time order (records without a time first), so that each
+/// partition is in event-time order as a live stream is: then no record is
+/// late and the live result must equal the replay.
+pub fn in_time_order(mut recs: Vec<(Rec, Option<u64>)>) -> Vec<Rec> {
+    recs.sort_by_key(|(_, ts)| *ts);
+    recs.into_iter().map(|(r, _)| r).collect()
+}
+
+/// `tripwire replay` of `inputs` with `workers` threads (closed at `until`
+/// when given; the default configuration unless `config`), written to
+/// `out`: the trigger lines as written.
+pub fn replay_lines(
+    inputs: &[&Path],
+    until: Option<u64>,
+    config: Option<&Path>,
+    workers: usize,
+    out: &Path,
+) -> Vec<String> {
+    let mut cmd = Command::new(tripwire_bin());
+    cmd.arg("replay")
+        .arg("--input")
+        .args(inputs)
+        .arg("--output")
+        .arg(out)
+        .args(["--workers", &workers.to_string()]);
+    if let Some(u) = until {
+        cmd.args(["--until", &u.to_string()]);
+    }
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let res = cmd.output().expect("running tripwire replay");
+    assert!(
+        res.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    std::fs::read_to_string(out)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// Produces `recs` in order (partition chosen by librdkafka from the key)
 /// and waits for every delivery.
 /// Sends `rec`, serving delivery reports for `backoff` and trying again
@@ -475,6 +562,40 @@ impl Drop for Proc {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Stops a `tripwire run` with SIGTERM and checks it exits 0 with its
+/// shutdown summary (with `TRIPWIRE_TEST_SHOW_LOGS` set, prints its log).
+pub fn stop_job(job: &mut Proc) {
+    assert!(job.running(), "the job died:\n{}", job.log_tail(30));
+    job.terminate();
+    await_stopped(job);
+}
+
+/// Waits (30 s at most) for a `tripwire run` sent SIGTERM to exit, and
+/// checks it exits 0 with its shutdown summary.
+pub fn await_stopped(job: &mut Proc) {
+    let status = job.wait(Duration::from_secs(30)).unwrap_or_else(|| {
+        panic!(
+            "the job did not stop within 30 s of SIGTERM:\n{}",
+            job.log_tail(30)
+        )
+    });
+    if std::env::var_os("TRIPWIRE_TEST_SHOW_LOGS").is_some() {
+        eprintln!("job log:\n{}", job.log_tail(200));
+    }
+    assert!(
+        status.success(),
+        "the job exited with {status}:\n{}",
+        job.log_tail(30)
+    );
+    assert!(
+        std::fs::read_to_string(&job.log)
+            .unwrap()
+            .contains("live job stopped"),
+        "no shutdown summary in the log:\n{}",
+        job.log_tail(30)
+    );
 }
 
 /// `GET /metrics` from 127.0.0.1:`port`; the body, or `None` if it cannot be reached.

@@ -241,3 +241,61 @@ pub fn review_request<'s>(
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `OrderIn` crosses the reduce's exchange: between processes it goes
+    /// through bincode (see `tests/bincode_roundtrip.rs`).
+    #[test]
+    fn order_in_round_trips_through_bincode() {
+        let at = At {
+            seq: crate::model::Seq {
+                ts: 1_700_000_000_000,
+                rank: 7,
+                event_id: "e1".into(),
+            },
+            known: 1_700_000_000_001,
+            until: 1_800_000_000_000,
+        };
+        let values = vec![
+            (
+                User::from("u1"),
+                OrderIn::Fact(
+                    at.clone(),
+                    OrderFact::Placed {
+                        order_id: "o1".into(),
+                        items: vec![crate::model::OrderItem {
+                            product_id: "p1".into(),
+                            quantity: 2,
+                            price: Some(Money(4.5)),
+                            seller_id: None,
+                        }],
+                    },
+                ),
+            ),
+            (
+                "u1".into(),
+                OrderIn::Fact(
+                    at,
+                    OrderFact::Cancelled {
+                        order_id: "o1".into(),
+                        reason: None,
+                    },
+                ),
+            ),
+            (
+                "u2".into(),
+                OrderIn::Due {
+                    stage: 1,
+                    ts: 1_700_000_000_000,
+                    order_id: "o2".into(),
+                },
+            ),
+        ];
+        let bytes = bincode::serialize(&values).unwrap();
+        let back: Vec<(User, OrderIn)> = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(back, values);
+    }
+}

@@ -96,3 +96,49 @@ pub fn wishlist_reminder<'s>(
             },
         )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::At;
+
+    /// `WishIn` crosses the reduce's exchange: between processes it goes
+    /// through bincode (see `tests/bincode_roundtrip.rs`).
+    #[test]
+    fn wish_in_round_trips_through_bincode() {
+        let at = At {
+            seq: crate::model::Seq {
+                ts: 1_700_000_000_000,
+                rank: 2,
+                event_id: "e1".into(),
+            },
+            known: 1_700_000_000_001,
+            until: Time::MAX,
+        };
+        let values = vec![
+            (
+                Product::from("u1"),
+                WishIn::Op((
+                    at.clone(),
+                    ListOp::Add {
+                        product: "p1".into(),
+                        quantity: 2,
+                    },
+                )),
+            ),
+            (
+                "u1".into(),
+                WishIn::Op((
+                    at,
+                    ListOp::Order {
+                        products: vec!["p1".into(), "a-product-id-longer-than-23-bytes".into()],
+                    },
+                )),
+            ),
+            ("u2".into(), WishIn::Due(1_700_000_600_000, "p1".into())),
+        ];
+        let bytes = bincode::serialize(&values).unwrap();
+        let back: Vec<(User, WishIn)> = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(back, values);
+    }
+}
