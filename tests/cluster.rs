@@ -19,8 +19,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use support::{
-    await_stopped, create_topics, free_port, in_time_order, load_recording, metric_sum, now_ms,
-    produce, replay_lines, scrape, stop_job, tripwire_bin, Proc, Reader, Tansu,
+    assert_same_records, await_stopped, create_topics, free_port, in_time_order, load_recording,
+    metric_sum, now_ms, produce, replay_lines, scrape, stop_job, tripwire_bin, Proc, Reader, Tansu,
 };
 
 /// One test at a time: each runs a broker and three job processes.
@@ -192,29 +192,6 @@ fn sorted_payloads(reader: &Reader) -> Vec<String> {
     v
 }
 
-/// Asserts two sorted lists of trigger records are equal, showing a few
-/// differences if not.
-fn assert_same(what: &str, got: &[String], expected: &[String]) {
-    if got == expected {
-        return;
-    }
-    let missing: Vec<&String> = expected
-        .iter()
-        .filter(|e| got.binary_search(e).is_err())
-        .take(5)
-        .collect();
-    let extra: Vec<&String> = got
-        .iter()
-        .filter(|l| expected.binary_search(l).is_err())
-        .take(5)
-        .collect();
-    panic!(
-        "{what} gave {} triggers, replay {}\nmissing (first 5): {missing:#?}\nextra (first 5): {extra:#?}",
-        got.len(),
-        expected.len()
-    );
-}
-
 /// 2 processes x 1 worker write the same trigger records, byte for byte, as
 /// 1 process x 2 workers and as `tripwire replay` (closed at test start
 /// now, as in `kafka_live.rs`); the input partitions are read once, split
@@ -295,15 +272,17 @@ fn two_processes_write_what_one_process_writes() {
 
     from_cluster.drain(Duration::from_secs(10));
     from_single.drain(Duration::from_secs(10));
-    assert_same(
+    assert_same_records(
         "1 process x 2 workers",
         &sorted_payloads(&from_single),
         &expected,
+        "",
     );
-    assert_same(
+    assert_same_records(
         "2 processes x 1 worker",
         &sorted_payloads(&from_cluster),
         &expected,
+        "",
     );
 }
 

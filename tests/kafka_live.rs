@@ -97,27 +97,9 @@ fn start_job(brokers: &str, metrics_port: u16, dir: &Path) -> Proc {
     Proc::spawn(cmd, dir.join("job.log"))
 }
 
-/// Asserts two sorted lists of canonical trigger records are equal, showing
-/// a few differences if not.
+/// Asserts the live job's sorted canonical records equal the expected ones.
 fn assert_same(live: &[String], expected: &[String], log: &str) {
-    if live == expected {
-        return;
-    }
-    let missing: Vec<&String> = expected
-        .iter()
-        .filter(|e| live.binary_search(e).is_err())
-        .take(5)
-        .collect();
-    let extra: Vec<&String> = live
-        .iter()
-        .filter(|l| expected.binary_search(l).is_err())
-        .take(5)
-        .collect();
-    panic!(
-        "live gave {} triggers, expected {}\nmissing (first 5): {missing:#?}\nextra (first 5): {extra:#?}\njob log:\n{log}",
-        live.len(),
-        expected.len()
-    );
+    support::assert_same_records("live", live, expected, &format!("job log:\n{log}"));
 }
 
 fn trigger_lines(reader: &Reader) -> Vec<String> {

@@ -622,3 +622,27 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Asserts two sorted lists of trigger records are equal; if not, panics
+/// with the counts, the first few missing and extra records and `context`
+/// (e.g. a job's log tail).
+pub fn assert_same_records(what: &str, got: &[String], expected: &[String], context: &str) {
+    if got == expected {
+        return;
+    }
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|e| got.binary_search(e).is_err())
+        .take(5)
+        .collect();
+    let extra: Vec<&String> = got
+        .iter()
+        .filter(|l| expected.binary_search(l).is_err())
+        .take(5)
+        .collect();
+    panic!(
+        "{what} gave {} triggers, expected {}\nmissing (first 5): {missing:#?}\nextra (first 5): {extra:#?}\n{context}",
+        got.len(),
+        expected.len()
+    );
+}
