@@ -20,6 +20,29 @@ pub enum ConfigError {
     Parse(String),
     #[error("config field `{field}`: {message}")]
     Field { field: String, message: String },
+    /// Environment variables named by `*_env` fields that are not set:
+    /// (field, variable), every one of the file at once.
+    #[error("{}", missing_env_message(.0))]
+    MissingEnv(Vec<(String, String)>),
+}
+
+fn missing_env_message(missing: &[(String, String)]) -> String {
+    match missing {
+        [(field, name)] => {
+            format!("config field `{field}`: environment variable `{name}` is not set")
+        }
+        _ => {
+            let list: Vec<String> = missing
+                .iter()
+                .map(|(field, name)| format!("`{name}` (field `{field}`)"))
+                .collect();
+            format!(
+                "config: {} environment variables are not set: {}",
+                missing.len(),
+                list.join(", ")
+            )
+        }
+    }
 }
 
 fn field_err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -590,10 +613,10 @@ impl Config {
             ));
         }
         let ch = &self.channels;
+        check_env_vars(ch)?;
         if let Some(w) = &ch.webhook {
             check_url("channels.webhook.url", &w.url, w.allow_http)?;
             check_rate("channels.webhook", w.rate_per_sec, w.timeout_ms)?;
-            check_env("channels.webhook.secret_env", &w.secret_env)?;
             check_webhook_key(w)?;
         }
         if let Some(p) = &ch.push {
@@ -602,12 +625,10 @@ impl Config {
             if p.project_id.is_empty() {
                 return Err(field_err("channels.push.project_id", "must not be empty"));
             }
-            check_env("channels.push.access_token_env", &p.access_token_env)?;
         }
         if let Some(s) = &ch.sms {
             check_url("channels.sms.url", &s.url, s.allow_http)?;
             check_rate("channels.sms", s.rate_per_sec, s.timeout_ms)?;
-            check_env("channels.sms.auth_token_env", &s.auth_token_env)?;
         }
         if let Some(m) = &ch.email {
             check_rate("channels.email", m.rate_per_sec, m.timeout_ms)?;
@@ -620,7 +641,6 @@ impl Config {
                     format!("{:?} is not a mailbox", m.from),
                 ));
             }
-            check_env("channels.email.password_env", &m.password_env)?;
             check_smtp_tls(m)?;
         }
         for (name, c) in &self.campaigns {
@@ -827,16 +847,41 @@ fn check_rate(prefix: &str, rate: f64, timeout_ms: u64) -> Result<(), ConfigErro
     Ok(())
 }
 
-fn check_env(field: &str, name: &Option<String>) -> Result<(), ConfigError> {
-    if let Some(n) = name {
-        if std::env::var_os(n).is_none() {
-            return Err(field_err(
-                field,
-                format!("environment variable `{n}` is not set"),
-            ));
-        }
+/// Every `*_env` field of a configured channel names a variable that is
+/// set; the unset ones are reported together, not one per start.
+fn check_env_vars(ch: &ChannelsConfig) -> Result<(), ConfigError> {
+    let fields = [
+        (
+            "channels.webhook.secret_env",
+            ch.webhook.as_ref().and_then(|w| w.secret_env.as_ref()),
+        ),
+        (
+            "channels.email.password_env",
+            ch.email.as_ref().and_then(|m| m.password_env.as_ref()),
+        ),
+        (
+            "channels.push.access_token_env",
+            ch.push.as_ref().and_then(|p| p.access_token_env.as_ref()),
+        ),
+        (
+            "channels.sms.auth_token_env",
+            ch.sms.as_ref().and_then(|s| s.auth_token_env.as_ref()),
+        ),
+    ];
+    let missing: Vec<(String, String)> = fields
+        .into_iter()
+        .filter_map(|(field, name)| {
+            let name = name?;
+            std::env::var_os(name)
+                .is_none()
+                .then(|| (field.to_string(), name.clone()))
+        })
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::MissingEnv(missing))
     }
-    Ok(())
 }
 
 /// Resolves an inline secret or the environment variable naming it.

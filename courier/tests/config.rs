@@ -209,13 +209,12 @@ fn smtp_credentials_need_tls() {
 
 #[test]
 fn example_config_is_valid() {
+    // With no environment at all: the example's enabled channels need no
+    // secret variable (tests/examples.rs checks it against the job's too).
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/courier.example.toml");
     let out = Command::new(env!("CARGO_BIN_EXE_tripwire-courier"))
         .args(["--config", path, "--check-config"])
-        .env("COURIER_WEBHOOK_SECRET", "x")
-        .env("COURIER_SMTP_PASSWORD", "x")
-        .env("COURIER_FCM_TOKEN", "x")
-        .env("COURIER_SMS_TOKEN", "x")
+        .env_clear()
         .output()
         .unwrap();
     assert!(
@@ -239,15 +238,97 @@ fn binary_rejects_bad_config_naming_the_field() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("max_age_ms"), "{stderr}");
-    // Missing secret environment variable of the example.
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/courier.example.toml");
+    // Unset secret variables: every one named in one error, not one per
+    // start.
+    let path = dir.path().join("secrets.toml");
+    std::fs::write(&path, SECRETS_FROM_ENV).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tripwire-courier"))
-        .args(["--config", path, "--check-config"])
-        .env_remove("COURIER_WEBHOOK_SECRET")
+        .arg("--config")
+        .arg(&path)
+        .arg("--check-config")
+        .env_clear()
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("channels.webhook.secret_env"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for (field, var) in SECRET_VARS {
+        assert!(
+            stderr.contains(field) && stderr.contains(var),
+            "{field} / {var}: {stderr}"
+        );
+    }
+    // All set: valid.
+    let out = Command::new(env!("CARGO_BIN_EXE_tripwire-courier"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--check-config")
+        .env_clear()
+        .envs(SECRET_VARS.iter().map(|(_, var)| (var, "x")))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every channel with its secret from the environment.
+const SECRETS_FROM_ENV: &str = r#"
+[channels.webhook]
+url = "https://hooks.example/x"
+secret_env = "TRIPWIRE_TEST_WEBHOOK_SECRET"
+[channels.email]
+smtp_host = "smtp.example"
+tls = "starttls"
+username = "u"
+password_env = "TRIPWIRE_TEST_SMTP_PASSWORD"
+from = "a@b.example"
+[channels.push]
+project_id = "p"
+access_token_env = "TRIPWIRE_TEST_FCM_TOKEN"
+[channels.sms]
+url = "https://sms.example/v1"
+sender = "S"
+auth_token_env = "TRIPWIRE_TEST_SMS_TOKEN"
+[campaigns.c]
+channels = ["push", "email", "sms", "webhook"]
+[campaigns.c.templates.en]
+title = "t"
+body = "b"
+"#;
+
+const SECRET_VARS: [(&str, &str); 4] = [
+    (
+        "channels.webhook.secret_env",
+        "TRIPWIRE_TEST_WEBHOOK_SECRET",
+    ),
+    ("channels.email.password_env", "TRIPWIRE_TEST_SMTP_PASSWORD"),
+    ("channels.push.access_token_env", "TRIPWIRE_TEST_FCM_TOKEN"),
+    ("channels.sms.auth_token_env", "TRIPWIRE_TEST_SMS_TOKEN"),
+];
+
+#[test]
+fn unset_secret_variables_are_reported_together() {
+    // In-process, for the variables this test process surely lacks.
+    let e = err(SECRETS_FROM_ENV);
+    for (field, var) in SECRET_VARS {
+        assert!(e.contains(field) && e.contains(var), "{field} / {var}: {e}");
+    }
+    assert!(e.contains("4 environment variables are not set"), "{e}");
+    // One alone keeps the one-field form.
+    let one = SECRETS_FROM_ENV
+        .split("[channels.email]")
+        .next()
+        .unwrap()
+        .to_string()
+        + "[campaigns.c]\nchannels = [\"webhook\"]\n[campaigns.c.templates.en]\ntitle = \"t\"\nbody = \"b\"\n";
+    let e = err(&one);
+    assert!(
+        e.contains("config field `channels.webhook.secret_env`")
+            && e.contains("`TRIPWIRE_TEST_WEBHOOK_SECRET` is not set"),
+        "{e}"
+    );
 }
 
 #[test]
