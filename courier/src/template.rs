@@ -27,6 +27,9 @@ pub struct Templates {
     fallback: String,
 }
 
+/// What a template sees. A field the record lacks is left out, so that it
+/// is undefined in the template (renders empty, tests false) rather than
+/// `none`.
 #[derive(Serialize)]
 struct Ctx<'a> {
     trigger_id: &'a str,
@@ -36,10 +39,15 @@ struct Ctx<'a> {
     ts: i64,
     items: &'a [Item],
     /// The first item, if any (shortcut for templates).
+    #[serde(skip_serializing_if = "Option::is_none")]
     item: Option<&'a Item>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     query: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     category_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     order_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     audience: Option<&'a str>,
     reminder: bool,
     language: &'a str,
@@ -234,6 +242,19 @@ body = "{% for i in items %}{{ i.title }}{% if not loop.last %}, {% endif %}{% e
         let s = t.render(&trig("search"), Some("az")).unwrap();
         assert_eq!(s.title, "Still looking for red shoes?");
         assert_eq!(s.body, "Kettle, Cup");
+    }
+
+    /// A field the record lacks renders empty and tests false, never `none`.
+    #[test]
+    fn missing_fields_render_empty() {
+        let cfg = Config::from_toml(CFG).unwrap();
+        let t = Templates::new(&cfg).unwrap();
+        let mut trig = trig("search");
+        trig.query = None;
+        trig.items.clear();
+        let s = t.render(&trig, Some("en")).unwrap();
+        assert_eq!(s.title, "Still looking for ?");
+        assert_eq!(s.body, "");
     }
 
     #[test]
