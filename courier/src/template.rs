@@ -70,7 +70,7 @@ impl Templates {
     /// the field.
     pub fn new(cfg: &Config) -> Result<Templates, ConfigError> {
         let mut env = Environment::new();
-        env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
         let mut languages = BTreeMap::new();
         let mut has_subject = BTreeSet::new();
         let mut has_link = BTreeSet::new();
@@ -254,6 +254,11 @@ body = "{% for i in items %}{{ i.title }}{% if not loop.last %}, {% endif %}{% e
         trig.items.clear();
         let s = t.render(&trig, Some("en")).unwrap();
         assert_eq!(s.title, "Still looking for ?");
+        // An attribute of a missing item is empty too.
+        let mut drop = trig("drop");
+        drop.items.clear();
+        let d = t.render(&drop, Some("en")).unwrap();
+        assert_eq!(d.title, " is cheaper");
         assert_eq!(s.body, "");
     }
 
