@@ -249,10 +249,10 @@ body = "{% for i in items %}{{ i.title }}{% if not loop.last %}, {% endif %}{% e
     fn missing_fields_render_empty() {
         let cfg = Config::from_toml(CFG).unwrap();
         let t = Templates::new(&cfg).unwrap();
-        let mut trig = trig("search");
-        trig.query = None;
-        trig.items.clear();
-        let s = t.render(&trig, Some("en")).unwrap();
+        let mut search = trig("search");
+        search.query = None;
+        search.items.clear();
+        let s = t.render(&search, Some("en")).unwrap();
         assert_eq!(s.title, "Still looking for ?");
         // An attribute of a missing item is empty too.
         let mut drop = trig("drop");
