@@ -27,7 +27,7 @@ if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists openssl; the
 fi
 
 if ! command -v tansu >/dev/null 2>&1; then
-  echo "setup: building tansu from crates.io (about 9 minutes on 2 cores)"
+  echo "setup: tansu (the test broker) is not on PATH: building it from crates.io once (9-22 minutes on 2 cores; later runs reuse it)"
   cargo install tansu --locked --features dynostore,libsql
 fi
 
