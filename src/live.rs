@@ -58,8 +58,9 @@ use crate::telemetry::{
 /// `tripwire run` arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...].
-    #[arg(long)]
+    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...] (the courier's
+    /// default too).
+    #[arg(long, env = "TRIPWIRE_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
     /// Where to start reading: `earliest`, `latest`, or a time in ms since the
     /// epoch (ListOffsets by timestamp: Apache Kafka only, not tansu).

@@ -15,8 +15,12 @@ use tripwire::{live, produce, record, replay, telemetry};
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
-    /// Log as JSON lines instead of human-readable text (level from RUST_LOG).
-    #[arg(long, global = true)]
+    /// Log format: `text` (colour only on a terminal) or `json` lines; the
+    /// level comes from RUST_LOG (default info). The courier takes the same flag.
+    #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+    /// The same as `--log-format json` (the earlier spelling).
+    #[arg(long, global = true, hide = true)]
     log_json: bool,
     #[command(subcommand)]
     command: Command,
@@ -122,7 +126,7 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 fn main() -> ExitCode {
     tripwire::without_huge_pages();
     let cli = Cli::parse();
-    telemetry::init_logging(cli.log_json);
+    telemetry::init_logging(cli.log_json || cli.log_format == "json");
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of our output went away (`| head`): not an error.

@@ -47,8 +47,9 @@ use crate::recording::{self, Source};
 /// `tripwire produce` arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProduceArgs {
-    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...].
-    #[arg(long)]
+    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...] (the courier's
+    /// default too).
+    #[arg(long, env = "TRIPWIRE_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
     /// Recording files (JSON lines), or directories of `*.jsonl` files.
     /// Several files are merged by their records' `value.ts`; one file is

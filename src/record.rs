@@ -30,8 +30,9 @@ use crate::kafka::{self, Progress, StartAt};
 /// `tripwire record` arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RecordArgs {
-    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...].
-    #[arg(long)]
+    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...] (the courier's
+    /// default too).
+    #[arg(long, env = "TRIPWIRE_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
     /// Topics to record, comma-separated.
     #[arg(

@@ -41,3 +41,37 @@ fn a_closed_pipe_ends_output_quietly() {
     );
     first_line_then_close(&["replay", "--input", input, "--output", "-"]);
 }
+
+/// The conventions both binaries share (README, *Using it*): `--log-format
+/// text|json` (and the earlier `--log-json`), JSON lines when asked, no
+/// colour codes when stderr is not a terminal, and a broker default.
+#[test]
+fn log_format_and_defaults_follow_the_shared_conventions() {
+    let tripwire = env!("CARGO_BIN_EXE_tripwire");
+    let run = |args: &[&str]| {
+        let out = Command::new(tripwire)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .output()
+            .expect("starting tripwire");
+        assert!(out.status.success(), "{args:?}: {}", out.status);
+        String::from_utf8(out.stderr).expect("UTF-8 logs")
+    };
+    let gen = ["generate", "--events", "100", "--output", "/dev/null"];
+    for flags in [&["--log-format", "json"][..], &["--log-json"][..]] {
+        let log = run(&[&gen[..], flags].concat());
+        let first = log.lines().next().expect("a log line");
+        let v: serde_json::Value = serde_json::from_str(first).expect("a JSON log line");
+        assert!(v["fields"]["message"].is_string(), "{first}");
+    }
+    let text = run(&[&gen[..], &["--log-format", "text"][..]].concat());
+    assert!(!text.is_empty() && !text.contains('\u{1b}'), "{text:?}");
+    // `run --help` documents the broker default shared with the courier.
+    let help = Command::new(tripwire)
+        .args(["run", "--help"])
+        .output()
+        .expect("tripwire run --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("[default: 127.0.0.1:9092]"), "{help}");
+    assert!(help.contains("--log-format"), "{help}");
+}

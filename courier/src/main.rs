@@ -57,9 +57,13 @@ struct Args {
     /// Address of the Prometheus metrics endpoint.
     #[arg(long, default_value = "127.0.0.1:9465")]
     metrics_addr: SocketAddr,
-    /// Log format.
+    /// Log format: `text` (colour only on a terminal) or `json` lines; the
+    /// level comes from RUST_LOG (default info). The job takes the same flag.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
+    /// The same as `--log-format json` (the job's earlier spelling).
+    #[arg(long, hide = true)]
+    log_json: bool,
     /// Validate the configuration and exit (0 when valid).
     #[arg(long)]
     check_config: bool,
@@ -80,15 +84,17 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if args.log_format == "json" {
+    if args.log_json || args.log_format == "json" {
         tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .init();
     } else {
+        // Colour only on a terminal: logs redirected to a file stay plain.
         tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .init();
     }

@@ -352,3 +352,27 @@ fn help_describes_the_options() {
     }
     assert!(!help.contains("crash-after-sends"));
 }
+
+/// The conventions shared with the job (README, *Using it*): `--log-format
+/// text|json` (and `--log-json`), `--brokers` defaulting to 127.0.0.1:9092.
+#[test]
+fn cli_follows_the_shared_conventions() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tripwire-courier"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--log-format"), "{help}");
+    assert!(help.contains("[default: 127.0.0.1:9092]"), "{help}");
+    let out = Command::new(env!("CARGO_BIN_EXE_tripwire-courier"))
+        .args(["--log-json", "--check-config", "--config"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/courier.example.toml"))
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
