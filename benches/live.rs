@@ -94,6 +94,8 @@ struct Args {
     input: Option<PathBuf>,
     config: PathBuf,
     workers: usize,
+    /// Processes of phase C's job (cluster mode when above 1).
+    processes: usize,
     events: u64,
     partitions: i32,
     while_running: bool,
@@ -104,12 +106,15 @@ struct Args {
 
 const USAGE: &str = "\
 usage: cargo bench --bench live -- [--input FILE] [--config FILE] [--workers N]
-         [--events N] [--partitions N] [--while-running] [--recovery] [--timeout-s S]
+         [--processes N] [--events N] [--partitions N] [--while-running] [--recovery]
+         [--timeout-s S]
          [--tripwire BIN]
 
   --input FILE      a recording (JSON lines); default: gen.py traffic of --events events
   --config FILE     the job's configuration (default ../shared/bench/cart-pd.toml)
-  --workers N       timely workers of replay and run (default 2)
+  --workers N       timely workers of replay and run (default 2; per process)
+  --processes N     phase C runs the job as a cluster of N processes (`--processes`,
+                    a hostfile on 127.0.0.1, --no-recovery), N x --workers workers
   --events N        events of the generated input without --input (default 1000000)
   --partitions N    partitions per input topic (default 4)
   --while-running   phase D: produce into a fresh broker while the job runs
@@ -132,6 +137,7 @@ fn parse_args() -> Args {
         input: None,
         config: manifest.join("../shared/bench/cart-pd.toml"),
         workers: 2,
+        processes: 1,
         events: 1_000_000,
         partitions: 4,
         while_running: false,
@@ -148,6 +154,7 @@ fn parse_args() -> Args {
             "--input" => a.input = Some(value().into()),
             "--config" => a.config = value().into(),
             "--workers" => a.workers = value().parse().unwrap_or_else(|_| usage()),
+            "--processes" => a.processes = value().parse().unwrap_or_else(|_| usage()),
             "--events" => a.events = value().parse().unwrap_or_else(|_| usage()),
             "--partitions" => a.partitions = value().parse().unwrap_or_else(|_| usage()),
             "--timeout-s" => {
@@ -162,6 +169,10 @@ fn parse_args() -> Args {
             }
             _ => usage(),
         }
+    }
+    if a.processes == 0 || (a.processes > 1 && (a.recovery || a.while_running)) {
+        eprintln!("--processes above 1 takes neither --recovery nor --while-running");
+        usage()
     }
     a
 }
@@ -551,6 +562,47 @@ fn start_job(args: &Args, brokers: &str, dir: &Path, name: &str, state: &str) ->
     (Proc::spawn(cmd, dir.join(format!("{name}.log"))), port)
 }
 
+/// Starts the job as a cluster of `args.processes` processes on 127.0.0.1
+/// (each with `args.workers` workers, its own metrics port and log
+/// `dir/{name}-{i}.log`); process 0 first.
+fn start_cluster(args: &Args, brokers: &str, dir: &Path, name: &str) -> Vec<(Proc, u16)> {
+    let hostfile = dir.join(format!("{name}.hosts"));
+    let hosts: Vec<String> = (0..args.processes)
+        .map(|_| format!("127.0.0.1:{}", support::free_port()))
+        .collect();
+    std::fs::write(&hostfile, hosts.join("\n")).expect("writing the hostfile");
+    (0..args.processes)
+        .map(|i| {
+            let port = support::free_port();
+            let mut cmd = Command::new(&args.tripwire);
+            cmd.args(["run", "--brokers", brokers, "--start", "earliest"])
+                .args(["--workers", &args.workers.to_string()])
+                .arg("--config")
+                .arg(&args.config)
+                .args(["--group-id", &format!("tripwire-bench-{name}")])
+                .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+                .arg("--no-recovery")
+                .args(["--processes", &args.processes.to_string()])
+                .args(["--process", &i.to_string()])
+                .arg("--hostfile")
+                .arg(&hostfile)
+                .env("RUST_LOG", "info");
+            (Proc::spawn(cmd, dir.join(format!("{name}-{i}.log"))), port)
+        })
+        .collect()
+}
+
+/// What the job's metrics say, summed over its processes' endpoints:
+/// (input records read, late events); `None` until every one answers.
+fn job_metrics_of(ports: &[u16]) -> Option<(u64, u64)> {
+    let mut sum = (0, 0);
+    for &port in ports {
+        let (read, late) = job_metrics(port)?;
+        sum = (sum.0 + read, sum.1 + late);
+    }
+    Some(sum)
+}
+
 /// What the job's metrics say: (input records read, late events).
 fn job_metrics(port: u16) -> Option<(u64, u64)> {
     let text = scrape(port)?;
@@ -597,7 +649,23 @@ struct Wait {
 
 /// Follows a running job until it has read `inputs` records and either the
 /// `triggers` topic holds `expected` records or none arrived for `idle`.
-fn follow(job: &mut Proc, port: u16, mut triggers: TriggerReader, t0: Instant, w: Wait) -> LiveRun {
+fn follow(job: &mut Proc, port: u16, triggers: TriggerReader, t0: Instant, w: Wait) -> LiveRun {
+    follow_all(job, port, &mut [], triggers, t0, w)
+}
+
+/// [`follow`] for a job of several processes: `job` (process 0) and
+/// `peers`; metrics are summed and peak RSS added over all of them.
+fn follow_all(
+    job: &mut Proc,
+    port: u16,
+    peers: &mut [(Proc, u16)],
+    mut triggers: TriggerReader,
+    t0: Instant,
+    w: Wait,
+) -> LiveRun {
+    let ports: Vec<u16> = std::iter::once(port)
+        .chain(peers.iter().map(|p| p.1))
+        .collect();
     let Wait {
         inputs,
         expected,
@@ -616,7 +684,7 @@ fn follow(job: &mut Proc, port: u16, mut triggers: TriggerReader, t0: Instant, w
         }
         if now >= next_scrape {
             next_scrape = now + Duration::from_millis(200);
-            if let Some((read, l)) = job_metrics(port) {
+            if let Some((read, l)) = job_metrics_of(&ports) {
                 late = l;
                 if input_read.is_none() && read >= inputs {
                     input_read = Some(now);
@@ -632,6 +700,9 @@ fn follow(job: &mut Proc, port: u16, mut triggers: TriggerReader, t0: Instant, w
             }
         }
         assert!(job.running(), "the job died:\n{}", job.log_tail(30));
+        for (p, _) in peers.iter_mut() {
+            assert!(p.running(), "a process died:\n{}", p.log_tail(30));
+        }
         if let Some(done) = input_read {
             let quiet = triggers.last_at.unwrap_or(done).max(done);
             // Expected count reached: a short wait shows any extra record.
@@ -645,7 +716,10 @@ fn follow(job: &mut Proc, port: u16, mut triggers: TriggerReader, t0: Instant, w
             break;
         }
     }
-    let peak_rss_mib = peak_rss_mib(job.child.id()).unwrap_or(f64::NAN);
+    let peak_rss_mib = std::iter::once(job.child.id())
+        .chain(peers.iter().map(|p| p.0.child.id()))
+        .map(|pid| peak_rss_mib(pid).unwrap_or(f64::NAN))
+        .sum();
     let secs = |i: Option<Instant>| i.map(|i| (i - t0).as_secs_f64());
     LiveRun {
         input_read_s: secs(input_read),
@@ -984,10 +1058,18 @@ fn main() {
     eprintln!("phase C: tripwire run over the filled topics ...");
     let triggers = TriggerReader::new(&brokers);
     let t0 = Instant::now();
-    let (mut job, port) = start_job(&args, &brokers, dir.path(), "live", "live");
-    let mut run = follow(
+    let (mut job, port, mut peers) = if args.processes > 1 {
+        let mut all = start_cluster(&args, &brokers, dir.path(), "live");
+        let (job, port) = all.remove(0);
+        (job, port, all)
+    } else {
+        let (job, port) = start_job(&args, &brokers, dir.path(), "live", "live");
+        (job, port, Vec::new())
+    };
+    let mut run = follow_all(
         &mut job,
         port,
+        &mut peers,
         triggers,
         t0,
         Wait {
@@ -998,7 +1080,12 @@ fn main() {
         },
     );
     if !args.recovery {
+        // A stop of one process stops the cluster.
         stop_job(&mut job);
+        for (p, _) in &mut peers {
+            let status = p.wait(Duration::from_secs(120));
+            assert!(status.is_some_and(|s| s.success()), "{}", p.log_tail(30));
+        }
     }
     let missing = expected_ids.difference(&run.triggers.ids).count();
     let extra = run.triggers.ids.difference(&expected_ids).count();
@@ -1009,7 +1096,14 @@ fn main() {
         (None, None) => (f64::NAN, "no trigger seen"),
     };
     rows.push(Row {
-        phase: format!("C tripwire run ({} workers)", args.workers),
+        phase: if args.processes > 1 {
+            format!(
+                "C tripwire run ({} processes x {} workers)",
+                args.processes, args.workers
+            )
+        } else {
+            format!("C tripwire run ({} workers)", args.workers)
+        },
         records: data.inputs,
         secs,
         mb: None,
