@@ -766,6 +766,7 @@ fn run_worker(
                     TriggerEmitted {
                         campaign: &t.campaign,
                         kind: &t.kind,
+                        delay_ms: Some(kafka::now_ms().saturating_sub(t.ts)),
                     }
                     .emit();
                     state.borrow_mut().triggers += 1;

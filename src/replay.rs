@@ -194,6 +194,7 @@ impl Output {
             TriggerEmitted {
                 campaign: &t.campaign,
                 kind: &t.kind,
+                delay_ms: None,
             }
             .emit();
         }

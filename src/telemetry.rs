@@ -7,7 +7,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::LazyLock;
 
-use prometheus::{Encoder, Gauge, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder,
+};
 
 /// The job's metrics, registered once per process.
 pub struct Metrics {
@@ -36,6 +38,9 @@ pub struct Metrics {
     pub recovery_seconds: Gauge,
     /// Items dropped from trigger records too large to write, by campaign.
     pub trigger_items_cut: IntCounterVec,
+    /// How long after its due time (`ts`) each trigger record was handed
+    /// to the producer, in wall-clock seconds.
+    pub trigger_delay_seconds: Histogram,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
@@ -127,6 +132,21 @@ impl Metrics {
             "Items dropped from trigger records larger than the largest record written, by campaign.",
             &["campaign"],
         );
+        let trigger_delay_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "tripwire_trigger_delay_seconds",
+                "Wall-clock time at which a trigger record was handed to the producer minus its due time (ts), in seconds. Its floor is time.lateness_ms plus a bucket; records of a backfill or a restart re-read count their age.",
+            )
+            .buckets(vec![
+                // Fine around the default floor (5 s lateness + a 1 s bucket).
+                0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 5.25, 5.5, 5.75, 6.0, 6.25, 6.5, 6.75, 7.0, 8.0,
+                10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 86400.0,
+            ]),
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(trigger_delay_seconds.clone()))
+            .expect("metric registered once");
         for outcome in ["written", "failed"] {
             checkpoints.with_label_values(&[outcome]);
         }
@@ -144,6 +164,7 @@ impl Metrics {
             replayed_triggers,
             recovery_seconds,
             trigger_items_cut,
+            trigger_delay_seconds,
         }
     }
 
@@ -271,6 +292,9 @@ impl LateSummary {
 pub struct TriggerEmitted<'a> {
     pub campaign: &'a str,
     pub kind: &'a str,
+    /// Live: wall-clock ms at which the record was handed to the producer
+    /// minus its due time (`ts`); `None` in replay.
+    pub delay_ms: Option<u64>,
 }
 
 impl TriggerEmitted<'_> {
@@ -279,6 +303,9 @@ impl TriggerEmitted<'_> {
             .triggers_emitted
             .with_label_values(&[self.campaign, self.kind])
             .inc();
+        if let Some(d) = self.delay_ms {
+            METRICS.trigger_delay_seconds.observe(d as f64 / 1000.0);
+        }
     }
 }
 

@@ -160,6 +160,24 @@ fn live_matches_replay() {
         0.0,
         "{text}"
     );
+    // Every record written has its delay observed (this recording is
+    // years old: each one in the last bucket).
+    let emitted = metric_sum(&text, "tripwire_triggers_emitted_total");
+    assert!(emitted >= expected.len() as f64, "{text}");
+    assert_eq!(
+        metric_sum(&text, "tripwire_trigger_delay_seconds_count"),
+        emitted,
+        "{text}"
+    );
+    let bucket = |le: &str| {
+        let name = format!("tripwire_trigger_delay_seconds_bucket{{le=\"{le}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name.as_str()))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name}in {text}"))
+    };
+    assert_eq!(bucket("86400"), 0.0, "every delay is above a day: {text}");
+    assert_eq!(bucket("+Inf"), emitted, "{text}");
     stop_job(&mut job);
     triggers.drain(Duration::from_secs(10));
     for g in &triggers.got {
