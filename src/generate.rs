@@ -49,8 +49,9 @@ pub struct GenerateArgs {
     /// RNG seed; the same seed gives the same output.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Event time of the first record, ms since the epoch.
-    #[arg(long, default_value_t = 1_700_000_000_000)]
+    /// Event time of the first record, ms since the epoch, or `now` (the
+    /// wall clock at start).
+    #[arg(long, default_value = "1700000000000", value_parser = parse_start_ms)]
     pub start_ms: u64,
     /// Average event rate, in events per simulated second (decides the time span).
     #[arg(long, default_value_t = 1.0)]
@@ -58,6 +59,17 @@ pub struct GenerateArgs {
     /// Share of tracking events sent only with an anonymous_id (later identified), 0..1.
     #[arg(long, default_value_t = 0.05)]
     pub anonymous_share: f64,
+}
+
+/// `--start-ms`: ms since the epoch, or `now`.
+fn parse_start_ms(s: &str) -> Result<u64, String> {
+    if s == "now" {
+        return Ok(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64));
+    }
+    s.parse()
+        .map_err(|_| format!("{s:?} is neither ms since the epoch nor `now`"))
 }
 
 impl Default for GenerateArgs {

@@ -66,6 +66,27 @@ fn log_format_and_defaults_follow_the_shared_conventions() {
     }
     let text = run(&[&gen[..], &["--log-format", "text"][..]].concat());
     assert!(!text.is_empty() && !text.contains('\u{1b}'), "{text:?}");
+    // `generate --start-ms now` dates the first record at the wall clock.
+    let out = Command::new(tripwire)
+        .args([
+            "generate",
+            "--events",
+            "5",
+            "--start-ms",
+            "now",
+            "--output",
+            "/dev/stdout",
+        ])
+        .output()
+        .expect("tripwire generate");
+    let first: serde_json::Value =
+        serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let ts = first["value"]["ts"].as_u64().expect("a ts");
+    assert!(now.abs_diff(ts) < 60_000, "{first}");
     // `run --help` documents the broker default shared with the courier.
     let help = Command::new(tripwire)
         .args(["run", "--help"])
