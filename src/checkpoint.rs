@@ -183,21 +183,47 @@ struct PinRec {
     payload: String,
 }
 
+/// Why a record is kept for good, and under which key.
+#[derive(Debug, Clone)]
+enum PinKey {
+    /// A `consent` (`forget: false`) or `forget` of the user or anonymous
+    /// id `id`: every one is kept, but a `forget` is final, so it drops the
+    /// id's consents, and is kept in its minimal form (no context).
+    Event { id: String, forget: bool },
+    /// A product's `prices`, `stock` or `catalog` record.
+    Product(String),
+}
+
 /// The kept-for-good records of one partition that lie before `restart`.
 #[derive(Debug, Default)]
 struct Pins {
-    /// `consent` and `forget` events (tracking): all of them.
-    events: Vec<PinRec>,
+    /// `consent` events (tracking) by id, except those of forgotten ids.
+    consents: HashMap<String, Vec<PinRec>>,
+    /// `forget` events (tracking): all of them, minimal.
+    forgets: Vec<PinRec>,
+    /// Ids with a pinned `forget`.
+    forgotten: HashSet<String>,
     /// Per product: the latest record, and for `catalog` also the first.
     latest: HashMap<String, PinRec>,
     first: HashMap<String, PinRec>,
 }
 
 impl Pins {
-    fn add(&mut self, key: Option<String>, rec: PinRec, keep_first: bool) {
-        let Some(key) = key else {
-            self.events.push(rec);
-            return;
+    fn add(&mut self, key: PinKey, rec: PinRec, keep_first: bool) {
+        let key = match key {
+            PinKey::Event { id, forget: true } => {
+                self.consents.remove(&id);
+                self.forgotten.insert(id);
+                self.forgets.push(rec);
+                return;
+            }
+            PinKey::Event { id, forget: false } => {
+                if !self.forgotten.contains(&id) {
+                    self.consents.entry(id).or_default().push(rec);
+                }
+                return;
+            }
+            PinKey::Product(key) => key,
         };
         let order = |r: &PinRec| (r.ts, r.offset);
         if keep_first {
@@ -218,8 +244,10 @@ impl Pins {
 
     fn export(&self, topic: &str, partition: i32, out: &mut Vec<Pinned>) {
         let mut recs: Vec<&PinRec> = self
-            .events
-            .iter()
+            .consents
+            .values()
+            .flatten()
+            .chain(&self.forgets)
             .chain(self.latest.values())
             .chain(self.first.values())
             .collect();
@@ -234,17 +262,47 @@ impl Pins {
     }
 }
 
-/// Whether a decoded record is kept for good, and under which key
-/// (`None`: every such record is kept).
-fn pin_key(input: &Input) -> Option<Option<String>> {
+/// Whether a decoded record is kept for good, and under which key.
+fn pin_key(input: &Input) -> Option<PinKey> {
     match input {
-        Input::Tracking(e) => match e.body {
-            Body::Consent { .. } | Body::Forget => Some(None),
-            _ => None,
-        },
-        Input::Price(p) => Some(Some(p.product_id.to_string())),
-        Input::Stock(s) => Some(Some(s.product_id.to_string())),
-        Input::Catalog(c) => Some(Some(c.product_id.to_string())),
+        Input::Tracking(e) => {
+            let forget = match e.body {
+                Body::Consent { .. } => false,
+                Body::Forget => true,
+                _ => return None,
+            };
+            let id = e.user_id.as_ref().or(e.anonymous_id.as_ref())?;
+            Some(PinKey::Event {
+                id: id.to_string(),
+                forget,
+            })
+        }
+        Input::Price(p) => Some(PinKey::Product(p.product_id.to_string())),
+        Input::Stock(s) => Some(PinKey::Product(s.product_id.to_string())),
+        Input::Catalog(c) => Some(PinKey::Product(c.product_id.to_string())),
+    }
+}
+
+/// The payload a pinned record is kept as: a `forget` in its minimal form
+/// (event id, type, time and the id it names: nothing else about the
+/// person), anything else as read.
+fn pin_payload(input: &Input, payload: &str) -> String {
+    match input {
+        Input::Tracking(e) if matches!(e.body, Body::Forget) => {
+            let mut v = serde_json::json!({
+                "event_id": e.event_id.as_str(),
+                "type": "forget",
+                "ts": e.ts,
+            });
+            if let Some(u) = &e.user_id {
+                v["user_id"] = u.as_str().into();
+            }
+            if let Some(a) = &e.anonymous_id {
+                v["anonymous_id"] = a.as_str().into();
+            }
+            v.to_string()
+        }
+        _ => payload.to_string(),
     }
 }
 
@@ -261,7 +319,7 @@ struct PartTrack {
     /// `(offset, end_ts of the records read before it)`, oldest first.
     samples: VecDeque<(i64, Time)>,
     /// Kept-for-good records at or after `restart`, in offset order.
-    pending: VecDeque<(Option<String>, PinRec)>,
+    pending: VecDeque<(PinKey, PinRec)>,
     pins: Pins,
 }
 
@@ -329,7 +387,7 @@ impl Tracker {
             let rec = PinRec {
                 ts: input.ts(),
                 offset,
-                payload: payload.to_string(),
+                payload: pin_payload(input, payload),
             };
             p.pins.add(key, rec, keep_first);
         }
@@ -360,7 +418,7 @@ impl Tracker {
                     PinRec {
                         ts: input.ts(),
                         offset,
-                        payload: text.to_string(),
+                        payload: pin_payload(input, text),
                     },
                 ));
             }
@@ -732,5 +790,68 @@ mod tests {
         assert_eq!(inputs[1].restart, 3);
         let payloads: Vec<_> = pinned.iter().map(|p| p.payload.as_str()).collect();
         assert_eq!(payloads, ["{\"c\":1}", "{\"p\":2}", "{\"p\":3}"]);
+    }
+
+    /// A pinned `forget` is final: it drops the id's pinned consents and is
+    /// itself kept without anything but its id, type, time and the id it
+    /// names; another id's consent stays.
+    #[test]
+    fn a_pinned_forget_drops_the_ids_consents_and_is_kept_minimal() {
+        let day = 86_400_000;
+        let mut t = Tracker::new(&[("tracking".into(), Topic::Tracking, 0, 0)], day);
+        let ev = |id: &str, user: &str, ts: Time, body: Body| {
+            Input::Tracking(Event {
+                event_id: id.into(),
+                user_id: Some(user.into()),
+                anonymous_id: None,
+                language: Some("az".into()),
+                timezone: None,
+                ts,
+                known: ts,
+                link_until: Time::MAX,
+                body,
+            })
+        };
+        let consent = |id: &str, user: &str, ts: Time| {
+            ev(
+                id,
+                user,
+                ts,
+                Body::Consent {
+                    channel: dataflows::model::Channel::Email,
+                    granted: true,
+                },
+            )
+        };
+        let reads = [
+            (consent("c1", "u1", day), "{\"consent u1\":1}"),
+            (consent("c2", "u2", day), "{\"consent u2\":1}"),
+            (
+                ev("f1", "u1", 2 * day, Body::Forget),
+                "{\"forget u1 with context\":1}",
+            ),
+            (consent("c3", "u1", 3 * day), "{\"consent u1 after\":1}"),
+        ];
+        for (offset, (input, payload)) in reads.iter().enumerate() {
+            let ts = input.ts();
+            t.read(
+                "tracking",
+                0,
+                offset as i64,
+                Some((input, ts)),
+                payload.as_bytes(),
+            );
+            t.sample();
+        }
+        let (inputs, pinned) = t.advance(10 * day);
+        assert_eq!(inputs[0].restart, 4);
+        let payloads: Vec<&str> = pinned.iter().map(|p| p.payload.as_str()).collect();
+        assert_eq!(
+            payloads,
+            [
+                "{\"consent u2\":1}",
+                r#"{"event_id":"f1","ts":172800000,"type":"forget","user_id":"u1"}"#
+            ]
+        );
     }
 }
