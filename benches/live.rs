@@ -545,10 +545,9 @@ impl TriggerReader {
     }
 }
 
-/// Starts `tripwire run --start earliest` with its metrics on a free port,
-/// its log in `dir/{name}.log` and its state in `dir/{state}.state`.
-fn start_job(args: &Args, brokers: &str, dir: &Path, name: &str, state: &str) -> (Proc, u16) {
-    let port = support::free_port();
+/// `tripwire run --start earliest` on `brokers` with the bench's
+/// configuration, workers and consumer group `name`, its metrics on `port`.
+fn job_command(args: &Args, brokers: &str, name: &str, port: u16) -> Command {
     let mut cmd = Command::new(&args.tripwire);
     cmd.args(["run", "--brokers", brokers, "--start", "earliest"])
         .args(["--workers", &args.workers.to_string()])
@@ -556,9 +555,17 @@ fn start_job(args: &Args, brokers: &str, dir: &Path, name: &str, state: &str) ->
         .arg(&args.config)
         .args(["--group-id", &format!("tripwire-bench-{name}")])
         .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-        .arg("--state-dir")
-        .arg(dir.join(format!("{state}.state")))
         .env("RUST_LOG", "info");
+    cmd
+}
+
+/// Starts `tripwire run --start earliest` with its metrics on a free port,
+/// its log in `dir/{name}.log` and its state in `dir/{state}.state`.
+fn start_job(args: &Args, brokers: &str, dir: &Path, name: &str, state: &str) -> (Proc, u16) {
+    let port = support::free_port();
+    let mut cmd = job_command(args, brokers, name, port);
+    cmd.arg("--state-dir")
+        .arg(dir.join(format!("{state}.state")));
     (Proc::spawn(cmd, dir.join(format!("{name}.log"))), port)
 }
 
@@ -574,19 +581,12 @@ fn start_cluster(args: &Args, brokers: &str, dir: &Path, name: &str) -> Vec<(Pro
     (0..args.processes)
         .map(|i| {
             let port = support::free_port();
-            let mut cmd = Command::new(&args.tripwire);
-            cmd.args(["run", "--brokers", brokers, "--start", "earliest"])
-                .args(["--workers", &args.workers.to_string()])
-                .arg("--config")
-                .arg(&args.config)
-                .args(["--group-id", &format!("tripwire-bench-{name}")])
-                .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-                .arg("--no-recovery")
+            let mut cmd = job_command(args, brokers, name, port);
+            cmd.arg("--no-recovery")
                 .args(["--processes", &args.processes.to_string()])
                 .args(["--process", &i.to_string()])
                 .arg("--hostfile")
-                .arg(&hostfile)
-                .env("RUST_LOG", "info");
+                .arg(&hostfile);
             (Proc::spawn(cmd, dir.join(format!("{name}-{i}.log"))), port)
         })
         .collect()

@@ -42,8 +42,8 @@ fn get(port: u16, path: &str) -> Option<String> {
     Some(body[start..=end].to_string())
 }
 
-/// How many series an instant query returns (`None`: no answer).
-fn series(port: u16, promql: &str) -> Option<usize> {
+/// The result of an instant query (its `data.result`), if Prometheus answered.
+fn api_query(port: u16, promql: &str) -> Option<Vec<serde_json::Value>> {
     let encoded: String = promql
         .bytes()
         .map(|b| match b {
@@ -52,22 +52,24 @@ fn series(port: u16, promql: &str) -> Option<usize> {
         })
         .collect();
     let body = get(port, &format!("/api/v1/query?query={encoded}"))?;
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    Some(v["data"]["result"].as_array()?.len())
+    let mut v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    match v["data"]["result"].take() {
+        serde_json::Value::Array(a) => Some(a),
+        _ => None,
+    }
+}
+
+/// How many series an instant query returns (`None`: no answer).
+fn series(port: u16, promql: &str) -> Option<usize> {
+    Some(api_query(port, promql)?.len())
 }
 
 /// The value of an instant query's single sample, if any.
 fn query(port: u16, promql: &str) -> Option<f64> {
-    let encoded: String = promql
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let body = get(port, &format!("/api/v1/query?query={encoded}"))?;
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    api_query(port, promql)?.first()?["value"][1]
+        .as_str()?
+        .parse()
+        .ok()
 }
 
 #[test]
