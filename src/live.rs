@@ -917,10 +917,11 @@ fn run_worker(
                     }
                 }
             }
-            late.maybe_log(Instant::now());
-            if Instant::now() >= next_refresh {
+            let tick = Instant::now();
+            late.maybe_log(tick);
+            if tick >= next_refresh {
                 progress.refresh_highs(consumer);
-                next_refresh = Instant::now() + shared.watermark_poll;
+                next_refresh = tick + shared.watermark_poll;
             }
             let now = kafka::now_ms();
             let f = progress.frontier(now, shared.lateness_ms);
